@@ -1,0 +1,213 @@
+"""Frozen, validated configuration dataclasses.
+
+Each config validates itself in ``__post_init__`` (raising :class:`dice_prob.errors.ConfigError` that names the
+field), round-trips through ``to_dict``/``from_dict`` (unknown keys are an error, not silently dropped) and is
+stored in result attributes so every saved result says how it was made.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any, ClassVar
+
+from dice_prob.errors import ConfigError
+
+
+class _ConfigBase:
+    """Shared ``to_dict``/``from_dict``/JSON helpers for the frozen config dataclasses."""
+
+    _nested: ClassVar[dict[str, type]] = {}
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            v = getattr(self, f.name)
+            if isinstance(v, _ConfigBase):
+                v = v.to_dict()
+            elif isinstance(v, tuple):
+                v = list(v)
+            out[f.name] = v
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]):
+        if not isinstance(data, dict):
+            raise ConfigError(f"{cls.__name__}: expected a mapping, got {type(data).__name__}")
+        names = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(data) - set(names))
+        if unknown:
+            raise ConfigError(f"{cls.__name__}: unknown key(s) {unknown}; valid keys are {sorted(names)}")
+        kwargs = {}
+        for k, v in data.items():
+            sub = cls._nested.get(k)
+            if sub is not None and isinstance(v, dict):
+                v = sub.from_dict(v)
+            elif isinstance(v, list):
+                v = tuple(tuple(x) if isinstance(x, list) else x for x in v)
+            kwargs[k] = v
+        try:
+            return cls(**kwargs)
+        except TypeError as exc:  # a wrong type deep inside __post_init__ comparisons
+            raise ConfigError(f"{cls.__name__}: {exc}") from exc
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{cls.__name__}: invalid JSON ({exc})") from exc
+        return cls.from_dict(data)
+
+    def replace(self, **changes):
+        """A copy with ``changes`` applied (validated again)."""
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
+
+def _require(cond: bool, cls: str, field: str, msg: str) -> None:
+    if not cond:
+        raise ConfigError(f"{cls}.{field}: {msg}")
+
+
+def _int(value, cls: str, field: str, lo: int, hi: int | None = None) -> None:
+    ok = isinstance(value, int) and not isinstance(value, bool) and value >= lo and (hi is None or value <= hi)
+    rng = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
+    _require(ok, cls, field, f"must be an integer {rng}, got {value!r}")
+
+
+def _pos(value, cls: str, field: str, *, allow_zero: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (value >= 0 if allow_zero else value > 0)
+    _require(ok, cls, field, f"must be a {'non-negative' if allow_zero else 'positive'} number, got {value!r}")
+
+
+def _choice(value, cls: str, field: str, choices) -> None:
+    _require(value in choices, cls, field, f"must be one of {list(choices)}, got {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage1Config(_ConfigBase):
+    """Stage 1: spike-and-slab posterior over the lagged graph support (NumPyro NUTS).
+
+    Scales refer to the standardised data. ``graph_sharing``: ``shop`` (one graph per shop, vmapped
+    independent posteriors), ``shared`` (one graph, likelihood pooled over shops) or ``group`` (one graph per
+    group in ``groups``).
+    """
+
+    mode: str = "linear"
+    n_lags: int = 7
+    graph_sharing: str = "shop"
+    groups: tuple[int, ...] | None = None
+    pi_alpha: float = 1.0
+    pi_beta: float = 1.0
+    slab_scale: float = 0.5
+    spike_scale: float = 0.01
+    noise_scale: float = 1.0
+    hill: bool = True
+    hierarchical_pi: bool = False
+    num_warmup: int = 500
+    num_samples: int = 500
+    num_chains: int = 2
+    target_accept_prob: float = 0.8
+    max_tree_depth: int = 8
+    progress_bar: bool = True
+
+    def __post_init__(self) -> None:
+        c = "Stage1Config"
+        _choice(self.mode, c, "mode", ("linear", "mmm"))
+        _int(self.n_lags, c, "n_lags", 1, 60)
+        _choice(self.graph_sharing, c, "graph_sharing", ("shop", "shared", "group"))
+        if self.graph_sharing == "group":
+            _require(self.groups is not None and len(self.groups) > 0, c, "groups",
+                     "is required when graph_sharing='group' (one group index per shop)")
+        for f in ("pi_alpha", "pi_beta", "slab_scale", "spike_scale", "noise_scale"):
+            _pos(getattr(self, f), c, f)
+        _require(self.spike_scale < self.slab_scale, c, "spike_scale", "must be smaller than slab_scale")
+        _int(self.num_warmup, c, "num_warmup", 1)
+        _int(self.num_samples, c, "num_samples", 1)
+        _int(self.num_chains, c, "num_chains", 1, 64)
+        _require(0.0 < self.target_accept_prob < 1.0, c, "target_accept_prob", "must be in (0, 1)")
+        _int(self.max_tree_depth, c, "max_tree_depth", 1, 15)
+
+
+@dataclasses.dataclass(frozen=True)
+class DecoderConfig(_ConfigBase):
+    """Stage 2: the graph-safe latent decoder and its optax training loop."""
+
+    architecture: str = "graph_safe"
+    graph_mode: str = "posterior"
+    hidden_size: int = 32
+    message_size: int = 16
+    embed_size: int = 8
+    hill_head: bool = False
+    history: int = 21
+    horizon: int = 7
+    batch_size: int = 64
+    learning_rate: float = 3e-3
+    weight_decay: float = 1e-4
+    grad_clip: float = 1.0
+    max_epochs: int = 300
+    patience: int = 30
+    val_fraction: float = 0.2
+    rollout_weight: float = 1.0
+    progress_bar: bool = True
+
+    def __post_init__(self) -> None:
+        c = "DecoderConfig"
+        _choice(self.architecture, c, "architecture", ("graph_safe", "dense", "ar_only"))
+        _choice(self.graph_mode, c, "graph_mode", ("posterior", "hard"))
+        for f in ("hidden_size", "message_size", "embed_size", "history", "horizon", "batch_size", "max_epochs",
+                  "patience"):
+            _int(getattr(self, f), c, f, 1)
+        for f in ("learning_rate", "grad_clip"):
+            _pos(getattr(self, f), c, f)
+        for f in ("weight_decay", "rollout_weight"):
+            _pos(getattr(self, f), c, f, allow_zero=True)
+        _require(0.0 < self.val_fraction < 0.9, c, "val_fraction", "must be in (0, 0.9)")
+
+
+@dataclasses.dataclass(frozen=True)
+class DiagnosticsConfig(_ConfigBase):
+    """CIG / AR-CIG / graph-swap settings."""
+
+    horizon: int = 7
+    delta: float = 1.0
+    method: str = "finite"
+    n_windows: int = 32
+    n_graph_samples: int = 200
+    hdi_prob: float = 0.94
+
+    def __post_init__(self) -> None:
+        c = "DiagnosticsConfig"
+        _int(self.horizon, c, "horizon", 1)
+        _pos(self.delta, c, "delta")
+        _choice(self.method, c, "method", ("finite", "jvp"))
+        _int(self.n_windows, c, "n_windows", 1)
+        _int(self.n_graph_samples, c, "n_graph_samples", 1)
+        _require(0.0 < self.hdi_prob < 1.0, c, "hdi_prob", "must be in (0, 1)")
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig(_ConfigBase):
+    """Data -> Stage 1 -> Stage 2 -> diagnostics -> report."""
+
+    _nested: ClassVar[dict[str, type]] = {}
+
+    stage1: Stage1Config = dataclasses.field(default_factory=Stage1Config)
+    decoder: DecoderConfig = dataclasses.field(default_factory=DecoderConfig)
+    diagnostics: DiagnosticsConfig = dataclasses.field(default_factory=DiagnosticsConfig)
+    comparison_decoders: tuple[str, ...] = ("oracle", "empty", "full")
+    n_decoder_seeds: int = 1
+
+    def __post_init__(self) -> None:
+        c = "PipelineConfig"
+        for f, t in (("stage1", Stage1Config), ("decoder", DecoderConfig), ("diagnostics", DiagnosticsConfig)):
+            _require(isinstance(getattr(self, f), t), c, f, f"must be a {t.__name__}")
+        for v in self.comparison_decoders:
+            _choice(v, c, "comparison_decoders", ("oracle", "empty", "full", "hard", "dense", "ar_only"))
+        _int(self.n_decoder_seeds, c, "n_decoder_seeds", 1, 32)
+
+
+PipelineConfig._nested = {"stage1": Stage1Config, "decoder": DecoderConfig, "diagnostics": DiagnosticsConfig}

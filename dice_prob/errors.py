@@ -1,0 +1,42 @@
+"""Errors and warnings raised by dice_prob.
+
+Every error raised at a boundary (Panel, readers, configs, CLI) subclasses :class:`DiceProbError` plus the
+builtin ``ValueError`` or ``TypeError`` it refines, so ``except ValueError`` keeps working for callers that do
+not know this package. Messages name the offending field and say how to fix it.
+"""
+
+from __future__ import annotations
+
+
+class DiceProbError(Exception):
+    """Base class of every error dice_prob raises on purpose."""
+
+
+class DataValidationError(DiceProbError, ValueError):
+    """Data handed to dice_prob is unusable: NaN/inf, wrong shape, too short, unknown names, negative spends."""
+
+
+class GraphValidationError(DiceProbError, ValueError):
+    """An adjacency matrix has the wrong size, non-finite entries or a self-loop."""
+
+
+class ConfigError(DiceProbError, ValueError):
+    """A configuration field is out of range or unknown."""
+
+
+class InputTypeError(DiceProbError, TypeError):
+    """An argument has the wrong type (for example a list where an array is needed)."""
+
+
+class MetricError(DiceProbError, ValueError):
+    """A metric is undefined for its input (for example the truth has no positive edge)."""
+
+
+class ConvergenceWarning(UserWarning):
+    """MCMC or training converged poorly (r_hat > 1.01, low ESS, divergences, early-stopping at the first epoch)."""
+
+
+def check(condition: bool, message: str, error: type[DiceProbError] = DataValidationError) -> None:
+    """Raise ``error(message)`` unless ``condition`` holds."""
+    if not condition:
+        raise error(message)
