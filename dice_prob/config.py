@@ -73,14 +73,22 @@ def _require(cond: bool, cls: str, field: str, msg: str) -> None:
 
 
 def _int(value, cls: str, field: str, lo: int, hi: int | None = None) -> None:
-    ok = isinstance(value, int) and not isinstance(value, bool) and value >= lo and (hi is None or value <= hi)
+    ok = (
+        isinstance(value, int) and not isinstance(value, bool) and value >= lo and (hi is None or value <= hi)
+    )
     rng = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
     _require(ok, cls, field, f"must be an integer {rng}, got {value!r}")
 
 
 def _pos(value, cls: str, field: str, *, allow_zero: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (value >= 0 if allow_zero else value > 0)
-    _require(ok, cls, field, f"must be a {'non-negative' if allow_zero else 'positive'} number, got {value!r}")
+    ok = (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and (value >= 0 if allow_zero else value > 0)
+    )
+    _require(
+        ok, cls, field, f"must be a {'non-negative' if allow_zero else 'positive'} number, got {value!r}"
+    )
 
 
 def _choice(value, cls: str, field: str, choices) -> None:
@@ -120,8 +128,12 @@ class Stage1Config(_ConfigBase):
         _int(self.n_lags, c, "n_lags", 1, 60)
         _choice(self.graph_sharing, c, "graph_sharing", ("shop", "shared", "group"))
         if self.graph_sharing == "group":
-            _require(self.groups is not None and len(self.groups) > 0, c, "groups",
-                     "is required when graph_sharing='group' (one group index per shop)")
+            _require(
+                self.groups is not None and len(self.groups) > 0,
+                c,
+                "groups",
+                "is required when graph_sharing='group' (one group index per shop)",
+            )
         for f in ("pi_alpha", "pi_beta", "slab_scale", "spike_scale", "noise_scale"):
             _pos(getattr(self, f), c, f)
         _require(self.spike_scale < self.slab_scale, c, "spike_scale", "must be smaller than slab_scale")
@@ -158,8 +170,16 @@ class DecoderConfig(_ConfigBase):
         c = "DecoderConfig"
         _choice(self.architecture, c, "architecture", ("graph_safe", "dense", "ar_only"))
         _choice(self.graph_mode, c, "graph_mode", ("posterior", "hard"))
-        for f in ("hidden_size", "message_size", "embed_size", "history", "horizon", "batch_size", "max_epochs",
-                  "patience"):
+        for f in (
+            "hidden_size",
+            "message_size",
+            "embed_size",
+            "history",
+            "horizon",
+            "batch_size",
+            "max_epochs",
+            "patience",
+        ):
             _int(getattr(self, f), c, f, 1)
         for f in ("learning_rate", "grad_clip"):
             _pos(getattr(self, f), c, f)
@@ -203,7 +223,11 @@ class PipelineConfig(_ConfigBase):
 
     def __post_init__(self) -> None:
         c = "PipelineConfig"
-        for f, t in (("stage1", Stage1Config), ("decoder", DecoderConfig), ("diagnostics", DiagnosticsConfig)):
+        for f, t in (
+            ("stage1", Stage1Config),
+            ("decoder", DecoderConfig),
+            ("diagnostics", DiagnosticsConfig),
+        ):
             _require(isinstance(getattr(self, f), t), c, f, f"must be a {t.__name__}")
         for v in self.comparison_decoders:
             _choice(v, c, "comparison_decoders", ("oracle", "empty", "full", "hard", "dense", "ar_only"))

@@ -162,7 +162,9 @@ def to_networkx(graph, nodes: Sequence[str] | None = None, *, threshold: float =
     return g
 
 
-def from_networkx(g: nx.DiGraph, nodes: Sequence[str] | None = None, *, weight: str | None = None) -> np.ndarray:
+def from_networkx(
+    g: nx.DiGraph, nodes: Sequence[str] | None = None, *, weight: str | None = None
+) -> np.ndarray:
     """The ``(d, d)`` adjacency ``A[src, dst]`` of a directed graph, in the order of ``nodes``."""
     names = list(nodes) if nodes is not None else list(g.nodes)
     index = {n: k for k, n in enumerate(names)}

@@ -91,7 +91,9 @@ class Panel:
             )
         names = [f"x{k}" for k in range(d_)] if nodes is None else [str(n) for n in nodes]
         if len(names) != d_:
-            raise DataValidationError(f"nodes: {len(names)} names for {d_} node columns; give one name per node")
+            raise DataValidationError(
+                f"nodes: {len(names)} names for {d_} node columns; give one name per node"
+            )
         if len(set(names)) != d_:
             dup = sorted({n for n in names if names.count(n) > 1})
             raise DataValidationError(f"nodes: duplicate names {dup}; node names must be unique")
@@ -121,7 +123,9 @@ class Panel:
                 raise DataValidationError("context: contains NaN or inf; impute it per shop")
         ts = t_ if train_steps is None else int(train_steps)
         if not 2 <= ts <= t_:
-            raise DataValidationError(f"train_steps: must be in [2, {t_}] (the number of time steps), got {ts}")
+            raise DataValidationError(
+                f"train_steps: must be in [2, {t_}] (the number of time steps), got {ts}"
+            )
         if shop_ids is not None and len(shop_ids) != r_:
             raise DataValidationError(f"shop_ids: {len(shop_ids)} labels for {r_} shops")
         if time_index is not None and len(time_index) != t_:
@@ -189,7 +193,9 @@ class Panel:
         try:
             return self.nodes.index(str(name))
         except ValueError:
-            raise DataValidationError(f"node {name!r} is not in the panel; known nodes: {list(self.nodes)}") from None
+            raise DataValidationError(
+                f"node {name!r} is not in the panel; known nodes: {list(self.nodes)}"
+            ) from None
 
     # ------------------------------------------------------------------ transforms
     @property
@@ -262,7 +268,9 @@ class Panel:
                     wide[f"context{c}"] = np.repeat(self.context[:, c], t)
             return wide
         if layout == "long":
-            return wide.melt(id_vars=[shop, time], value_vars=list(self.nodes), var_name="node", value_name="value")
+            return wide.melt(
+                id_vars=[shop, time], value_vars=list(self.nodes), var_name="node", value_name="value"
+            )
         raise DataValidationError(f"layout: expected 'wide' or 'long', got {layout!r}")
 
     @classmethod
@@ -300,21 +308,29 @@ class Panel:
         needed = [time] + ([shop] if shop else [])
         missing = [c for c in needed if c not in df.columns]
         if missing:
-            raise DataValidationError(f"columns {missing} not found in the data; available: {list(df.columns)}")
+            raise DataValidationError(
+                f"columns {missing} not found in the data; available: {list(df.columns)}"
+            )
         ctx_cols = list(context or [])
         if layout == "long":
             for c in (variable, value):
                 if c not in df.columns:
-                    raise DataValidationError(f"column {c!r} not found; a long frame needs '{variable}' and '{value}'")
+                    raise DataValidationError(
+                        f"column {c!r} not found; a long frame needs '{variable}' and '{value}'"
+                    )
             idx = [time] + ([shop] if shop else [])
             if df.duplicated(idx + [variable]).any():
-                raise DataValidationError(f"rows: duplicate ({', '.join(idx + [variable])}) entries in the long frame")
+                raise DataValidationError(
+                    f"rows: duplicate ({', '.join(idx + [variable])}) entries in the long frame"
+                )
             wide = df.pivot(index=idx, columns=variable, values=value).reset_index()
             wide.columns.name = None
             if ctx_cols:
                 missing = [c for c in ctx_cols if c not in df.columns]
                 if missing:
-                    raise DataValidationError(f"context: columns {missing} not found; available: {list(df.columns)}")
+                    raise DataValidationError(
+                        f"context: columns {missing} not found; available: {list(df.columns)}"
+                    )
                 ctx_frame = df.groupby(idx, sort=False)[ctx_cols].first().reset_index()
                 wide = wide.merge(ctx_frame, on=idx)
             df = wide
@@ -324,12 +340,18 @@ class Panel:
         nodes = list(nodes)
         missing = [c for c in nodes + ctx_cols if c not in df.columns]
         if missing:
-            raise DataValidationError(f"columns {missing} not found in the data; available: {list(df.columns)}")
+            raise DataValidationError(
+                f"columns {missing} not found in the data; available: {list(df.columns)}"
+            )
         if target not in nodes:
             raise DataValidationError(
                 f"target: {target!r} is not among the node columns {nodes}; name the target column with --target"
             )
-        for group, names in (("channels", channels or []), ("intermediates", intermediates), ("controls", controls)):
+        for group, names in (
+            ("channels", channels or []),
+            ("intermediates", intermediates),
+            ("controls", controls),
+        ):
             unknown = [n for n in names if n not in nodes]
             if unknown:
                 raise DataValidationError(f"{group}: unknown node names {unknown}; node columns are {nodes}")
@@ -354,7 +376,9 @@ class Panel:
         else:
             shop_key = shop
         if df.duplicated([shop_key, time]).any():
-            raise DataValidationError(f"rows: duplicate ({shop or 'shop'}, {time}) pairs; each time step once per shop")
+            raise DataValidationError(
+                f"rows: duplicate ({shop or 'shop'}, {time}) pairs; each time step once per shop"
+            )
         df = df.sort_values([shop_key, time], kind="stable")
         shops = list(pd.unique(df[shop_key]))
         times = list(pd.unique(df[time].sort_values()))

@@ -1,0 +1,105 @@
+"""Shared helpers for benchmark scripts: machine description, atomic JSON + Markdown output, timing."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import resource
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def machine() -> dict:
+    """Platform, CPU count and library versions of this run."""
+    import jax
+
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "jax": jax.__version__,
+        "jax_backend": jax.default_backend(),
+    }
+
+
+def command() -> str:
+    return "python " + " ".join(sys.argv)
+
+
+def peak_rss_gb() -> float:
+    """Peak resident memory of this process so far, in GB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+
+
+def mean_sd(xs) -> tuple[float, float]:
+    a = np.asarray(xs, dtype=float)
+    return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else 0.0
+
+
+def fmt(xs, digits: int = 3) -> str:
+    """'mean ± sd' of a list of numbers."""
+    m, s = mean_sd(xs)
+    return f"{m:.{digits}f} ± {s:.{digits}f}"
+
+
+@contextmanager
+def timer():
+    """``with timer() as t: ...; t()`` gives the elapsed seconds."""
+    start = time.perf_counter()
+    box = {"end": None}
+    yield lambda: (box["end"] or time.perf_counter()) - start
+    box["end"] = time.perf_counter()
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def write_results(name: str, payload: dict, markdown: str, *, wall_s: float | None = None) -> Path:
+    """Write ``results/NAME.json`` and ``NAME.md`` atomically, stamped with machine, command and date."""
+    meta = {
+        "name": name,
+        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "command": command(),
+        "machine": machine(),
+        "wall_s": wall_s,
+        "peak_rss_gb": peak_rss_gb(),
+    }
+    payload = {"meta": meta, **payload}
+    _atomic_write(RESULTS / f"{name}.json", json.dumps(payload, indent=2, default=_json_default) + "\n")
+    m = meta["machine"]
+    header = (
+        f"# {name}\n\n"
+        f"- command: `{meta['command']}`\n- date: {meta['date']}\n"
+        f"- machine: {m['platform']}, {m['cpu_count']} CPUs, jax {m['jax']} ({m['jax_backend']})\n"
+        + (f"- wall time: {wall_s:.1f} s\n" if wall_s is not None else "")
+        + f"- peak RSS: {meta['peak_rss_gb']:.2f} GB\n\n"
+    )
+    _atomic_write(RESULTS / f"{name}.md", header + markdown.rstrip() + "\n")
+    print(
+        f"[{name}] wrote {RESULTS / (name + '.json')} on {m['platform']} ({m['cpu_count']} CPUs); "
+        f"command: {meta['command']}"
+    )
+    return RESULTS / f"{name}.json"
+
+
+def _json_default(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
