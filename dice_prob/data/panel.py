@@ -323,8 +323,19 @@ class Panel:
                 raise DataValidationError(
                     f"rows: duplicate ({', '.join(idx + [variable])}) entries in the long frame"
                 )
-            wide = df.pivot(index=idx, columns=variable, values=value).reset_index()
+            wide = df.pivot(index=idx, columns=variable, values=value)
+            node_cols = list(pd.unique(df[variable]))  # keep the frame's node order (pivot sorts names)
+            wide = wide[node_cols].reset_index()
             wide.columns.name = None
+            holes = wide[node_cols].isna().to_numpy()
+            if holes.any() and not df[value].isna().any():
+                row, col = np.argwhere(holes)[0]
+                where = ", ".join(f"{k}={wide[k].iloc[row]!r}" for k in idx)
+                raise DataValidationError(
+                    f"rows: the long frame has no '{value}' for {int(holes.sum())} (shop, time, node) "
+                    f"combination(s), first {where}, {variable}={node_cols[col]!r}; every node needs a row at "
+                    "every time step of every shop"
+                )
             if ctx_cols:
                 missing = [c for c in ctx_cols if c not in df.columns]
                 if missing:
@@ -336,7 +347,13 @@ class Panel:
             df = wide
         exclude = {time, shop, *ctx_cols}
         if nodes is None:
-            nodes = [c for c in df.columns if c not in exclude and pd.api.types.is_numeric_dtype(df[c])]
+            nodes = [c for c in df.columns if c not in exclude]
+            non_numeric = [c for c in nodes if not pd.api.types.is_numeric_dtype(df[c])]
+            if non_numeric:
+                raise DataValidationError(
+                    f"columns {non_numeric} are not numeric; clean them, or pass nodes=[...] (and context=[...]) "
+                    "to choose the numeric node columns"
+                )
         nodes = list(nodes)
         missing = [c for c in nodes + ctx_cols if c not in df.columns]
         if missing:

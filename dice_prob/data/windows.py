@@ -52,6 +52,9 @@ def test_start(n_steps: int, test_fraction: float, horizon: int = 1) -> int:
     return n_steps - max(horizon, math.ceil(test_fraction * n_steps))
 
 
+test_start.__test__ = False  # a library function, not a pytest test (its name starts with "test")
+
+
 def window_origins(n_steps: int, *, history: int, horizon: int, split: str, test_fraction: float = 0.2):
     """Valid origins ``t0`` for ``split`` in {'train', 'test', 'all'}."""
     if history < 1 or horizon < 1:
