@@ -102,6 +102,15 @@ class Stage1Config(_ConfigBase):
     Scales refer to the standardised data. ``graph_sharing``: ``shop`` (one graph per shop, vmapped
     independent posteriors), ``shared`` (one graph, likelihood pooled over shops) or ``group`` (one graph per
     group in ``groups``).
+
+    ``support``: ``roles`` (candidate edges from the node roles, ``Panel.support_mask()``) or ``all`` (every
+    off-diagonal pair). ``time_window``: fit on the panel's first ``train_steps`` steps (``train``, default: the
+    graph never sees the held-out forecast period) or on all steps (``all``). ``noise_sd``: fix the residual sd (standardised units) instead of learning it (used to
+    compare against the exact reference sampler). ``rhat_threshold`` / ``min_ess_per_chain``: a fit whose max
+    split r_hat exceeds the threshold, whose min bulk ESS is below ``min_ess_per_chain * num_chains``, or that
+    has divergences, raises a ``ConvergenceWarning``. ``edge_gibbs``: after every NUTS transition, update each
+    edge's coefficient block from its exact full conditional (a two-component Gaussian mixture), which moves
+    edges between spike and slab; ``False`` leaves NUTS alone on the marginalised mixture density.
     """
 
     mode: str = "linear"
@@ -121,9 +130,26 @@ class Stage1Config(_ConfigBase):
     target_accept_prob: float = 0.8
     max_tree_depth: int = 8
     progress_bar: bool = True
+    support: str = "roles"
+    time_window: str = "train"
+    edge_gibbs: bool = True
+    noise_sd: float | None = None
+    rhat_threshold: float = 1.01
+    min_ess_per_chain: float = 100.0
 
     def __post_init__(self) -> None:
         c = "Stage1Config"
+        _choice(self.support, c, "support", ("roles", "all"))
+        _choice(self.time_window, c, "time_window", ("train", "all"))
+        if self.noise_sd is not None:
+            _pos(self.noise_sd, c, "noise_sd")
+        _require(
+            isinstance(self.rhat_threshold, (int, float)) and self.rhat_threshold > 1.0,
+            c,
+            "rhat_threshold",
+            f"must be a number > 1, got {self.rhat_threshold!r}",
+        )
+        _pos(self.min_ess_per_chain, c, "min_ess_per_chain", allow_zero=True)
         _choice(self.mode, c, "mode", ("linear", "mmm"))
         _int(self.n_lags, c, "n_lags", 1, 60)
         _choice(self.graph_sharing, c, "graph_sharing", ("shop", "shared", "group"))
@@ -146,7 +172,24 @@ class Stage1Config(_ConfigBase):
 
 @dataclasses.dataclass(frozen=True)
 class DecoderConfig(_ConfigBase):
-    """Stage 2: the graph-safe latent decoder and its optax training loop."""
+    """Stage 2: the graph-safe latent decoder and its optax training loop.
+
+    ``architecture``: ``graph_safe`` (:class:`~dice_prob.models.decoder.GraphSafeDecoder`), ``dense``
+    (:class:`~dice_prob.models.bypass.DenseDecoder`, width ``dense_hidden_size``) or ``ar_only``
+    (:class:`~dice_prob.models.bypass.ARTargetDecoder`). ``graph_mode`` applies when the training graph is a
+    Stage-1 posterior: ``posterior`` draws a fresh Bernoulli graph per training window from the posterior's
+    ``draw_probs``; ``hard`` trains on its median-probability graph (PIP > 0.5). ``ar_lags``: length of each node's
+    own-lag buffer (AR skip). ``history``/``horizon``: window lengths; the loss is the teacher-forced one-step MSE
+    over the history plus ``rollout_weight`` times the free-running MSE over the horizon. ``val_fraction`` of
+    the latest training origins is held out for early stopping (``patience`` epochs). The learning rate warms up
+    linearly over ``warmup_fraction`` of the steps, then decays with a cosine. ``full_graph``: what
+    ``graph="full"`` means — ``support`` (every pair the node roles allow, ``panel.support_mask()``) or
+    ``offdiag`` (every off-diagonal pair). ``ar_init``: warm-start each node's own-lag skip with a per-node
+    least-squares AR(``ar_lags``) fit on the training windows (the network then learns the residual dynamics).
+    ``loss_weighting``: ``ar_residual`` weights each node's squared error by the inverse of that AR fit's
+    one-step residual variance (floored at 0.01, normalised to mean 1) — a per-node Gaussian likelihood, so
+    predictable nodes are not drowned by noisy ones; ``none`` weights all nodes equally.
+    """
 
     architecture: str = "graph_safe"
     graph_mode: str = "posterior"
@@ -157,17 +200,28 @@ class DecoderConfig(_ConfigBase):
     history: int = 21
     horizon: int = 7
     batch_size: int = 64
-    learning_rate: float = 3e-3
+    learning_rate: float = 1e-3
     weight_decay: float = 1e-4
     grad_clip: float = 1.0
-    max_epochs: int = 300
-    patience: int = 30
+    max_epochs: int = 200
+    patience: int = 20
     val_fraction: float = 0.2
     rollout_weight: float = 1.0
     progress_bar: bool = True
+    ar_lags: int = 7
+    dense_hidden_size: int = 64
+    warmup_fraction: float = 0.05
+    full_graph: str = "support"
+    ar_init: bool = True
+    loss_weighting: str = "ar_residual"
 
     def __post_init__(self) -> None:
         c = "DecoderConfig"
+        _choice(self.loss_weighting, c, "loss_weighting", ("ar_residual", "none"))
+        _int(self.ar_lags, c, "ar_lags", 1, 366)
+        _int(self.dense_hidden_size, c, "dense_hidden_size", 1)
+        _require(0.0 <= self.warmup_fraction < 1.0, c, "warmup_fraction", "must be in [0, 1)")
+        _choice(self.full_graph, c, "full_graph", ("support", "offdiag"))
         _choice(self.architecture, c, "architecture", ("graph_safe", "dense", "ar_only"))
         _choice(self.graph_mode, c, "graph_mode", ("posterior", "hard"))
         for f in (

@@ -1,0 +1,709 @@
+"""Stage 2 training: optax loop for the graph-safe decoder and the bypass baselines.
+
+``train_decoder(rng_key, panel, graph=..., config=DecoderConfig())`` builds forecast windows from the TRAIN
+split of ``panel.scaled`` (:func:`dice_prob.data.windows.forecast_windows`), holds out the latest
+``val_fraction`` of the training origins for early stopping (test windows are never touched), and minimises
+
+    teacher-forced one-step MSE over the history  +  rollout_weight * free-running MSE over the horizon
+
+with AdamW, global-norm gradient clipping and a warmup-cosine learning-rate schedule. One epoch (a fresh
+permutation, then a ``lax.scan`` over mini-batches mixing shops) is one jitted call compiled once.
+
+Graph inputs (``graph=``):
+
+- a Stage-1 posterior (anything with ``draw_probs`` (S, d, d) or (S, R|G, d, d) and ``median_graph()``):
+  ``config.graph_mode="posterior"`` draws, inside the jitted step, a fresh Bernoulli graph for every training
+  window from a random posterior draw of that window's shop (or group); ``"hard"`` uses ``median_graph()``;
+- an array ``(d, d)`` (one graph, binary or weighted) or ``(R, d, d)`` (one per shop);
+- ``"empty"`` (no edges) or ``"full"`` (``config.full_graph``: the role support mask, or every off-diagonal pair);
+- ``None`` for the graph-free baselines (``architecture="dense"`` or ``"ar_only"``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm.auto import tqdm
+
+from dice_prob._progress import progress_enabled
+from dice_prob.config import DecoderConfig
+from dice_prob.data.panel import Panel
+from dice_prob.data.windows import forecast_windows
+from dice_prob.errors import (
+    ConfigError,
+    ConvergenceWarning,
+    DataValidationError,
+    GraphValidationError,
+    InputTypeError,
+)
+from dice_prob.graph import offdiag_mask, validate_adjacency
+from dice_prob.models.bypass import ARTargetDecoder, DenseDecoder
+from dice_prob.models.decoder import GraphSafeDecoder, teacher_forced_and_rollout
+
+__all__ = ["TrainedDecoder", "build_decoder", "evaluate_mse", "resolve_graph", "train_decoder"]
+
+_ARCHITECTURES = {
+    "GraphSafeDecoder": GraphSafeDecoder,
+    "DenseDecoder": DenseDecoder,
+    "ARTargetDecoder": ARTargetDecoder,
+}
+_FORMAT = "dice_prob.TrainedDecoder"
+_FORMAT_VERSION = 1
+_DEFAULT = DecoderConfig()
+
+
+# ---------------------------------------------------------------------------------------------- graph inputs
+@dataclasses.dataclass(frozen=True)
+class _GraphSource:
+    """Training graphs as a bank ``probs`` (S, K, d, d) plus ``shop_to_k`` (R,): ``fixed`` uses ``probs[0, k]``,
+    ``sample`` draws Bernoulli(``probs[s, k]``) for a random draw ``s``; ``none`` feeds zeros (baselines)."""
+
+    mode: str
+    probs: np.ndarray
+    shop_to_k: np.ndarray
+    label: str
+
+
+def _is_posterior(obj) -> bool:
+    return hasattr(obj, "draw_probs") and hasattr(obj, "median_graph")
+
+
+def _bank(arr: np.ndarray, n_shops: int, groups, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(K, d, d) bank and its shop -> k map from a (d, d) or (K, d, d) array."""
+    if arr.ndim == 2:
+        return arr[None], np.zeros(n_shops, dtype=np.int32)
+    k = arr.shape[0]
+    if k == n_shops and groups is None:
+        return arr, np.arange(n_shops, dtype=np.int32)
+    if groups is not None:
+        g = np.asarray(groups, dtype=np.int64).reshape(-1)
+        if g.size != n_shops or g.min() < 0 or g.max() >= k:
+            raise GraphValidationError(
+                f"{name}: {k} group graphs but groups {g.tolist()} do not map the panel's {n_shops} shops to "
+                f"indices 0..{k - 1}"
+            )
+        return arr, g.astype(np.int32)
+    raise GraphValidationError(
+        f"{name}: a stack of {k} graphs does not match the panel's {n_shops} shops; pass one (d, d) graph or one "
+        "per shop, shape (R, d, d)"
+    )
+
+
+def resolve_graph(panel: Panel, graph, config: DecoderConfig = _DEFAULT) -> _GraphSource:
+    """Validate a training-graph input (see module docstring) and turn it into a graph bank.
+
+    Raises
+    ------
+    GraphValidationError
+        Wrong size, NaN/inf, self-loops, probabilities outside [0, 1], a stack not matching the shops.
+    ConfigError
+        An unknown string, or ``None`` for the graph-safe architecture.
+    """
+    d, r = panel.n_nodes, panel.n_shops
+    if config.architecture != "graph_safe":
+        return _GraphSource("none", np.zeros((1, 1, d, d), np.float32), np.zeros(r, np.int32), "none")
+    if graph is None:
+        raise ConfigError(
+            "graph: the graph-safe decoder needs a graph input (a GraphPosterior, a (d, d) or (R, d, d) array, "
+            "'empty' or 'full'); use architecture='dense' or 'ar_only' for graph-free baselines"
+        )
+    if isinstance(graph, str):
+        if graph == "empty":
+            a = np.zeros((d, d))
+        elif graph == "full":
+            a = (panel.support_mask() if config.full_graph == "support" else offdiag_mask(d)).astype(float)
+        else:
+            raise ConfigError(
+                f"graph: unknown graph name {graph!r}; use 'empty', 'full', an array or a GraphPosterior"
+            )
+        return _GraphSource("fixed", a[None, None].astype(np.float32), np.zeros(r, np.int32), graph)
+    if _is_posterior(graph):
+        groups = getattr(graph, "groups", None) if getattr(graph, "sharing", None) == "group" else None
+        if config.graph_mode == "hard":
+            hard = validate_adjacency(
+                np.asarray(graph.median_graph()), d, name="posterior.median_graph()", allow_batch=True
+            )
+            if hard.ndim > 3:
+                raise GraphValidationError(f"posterior.median_graph(): unexpected shape {hard.shape}")
+            bank, s2k = _bank(hard, r, groups, "posterior.median_graph()")
+            return _GraphSource("fixed", bank[None].astype(np.float32), s2k, "hard")
+        probs = validate_adjacency(
+            np.asarray(graph.draw_probs), d, name="posterior.draw_probs", allow_batch=True
+        )
+        if probs.ndim not in (3, 4):
+            raise GraphValidationError(
+                f"posterior.draw_probs: expected (S, d, d) or (S, R, d, d), got shape {probs.shape}"
+            )
+        if probs.min() < 0 or probs.max() > 1:
+            raise GraphValidationError("posterior.draw_probs: edge probabilities must lie in [0, 1]")
+        if probs.ndim == 3:
+            return _GraphSource(
+                "sample", probs[:, None].astype(np.float32), np.zeros(r, np.int32), "posterior"
+            )
+        _, s2k = _bank(probs[0], r, groups, "posterior.draw_probs")
+        return _GraphSource("sample", probs.astype(np.float32), s2k, "posterior")
+    a = validate_adjacency(graph, d, name="graph", allow_batch=True)
+    if a.ndim > 3:
+        raise GraphValidationError(f"graph: expected (d, d) or (R, d, d), got shape {a.shape}")
+    bank, s2k = _bank(a, r, None, "graph")
+    return _GraphSource("fixed", bank[None].astype(np.float32), s2k, "array")
+
+
+def _window_graphs(src: _GraphSource, probs, s2k, shop, key):
+    """Graphs (B, d, d) for windows of shops ``shop`` (B,) — traced inside the jitted step."""
+    k = s2k[shop]
+    if src.mode == "sample":
+        k_s, k_b = jax.random.split(key)
+        s = jax.random.randint(k_s, shop.shape, 0, probs.shape[0])
+        return jax.random.bernoulli(k_b, probs[s, k]).astype(jnp.float32)
+    return probs[0, k]
+
+
+# ---------------------------------------------------------------------------------------------- the model
+def build_decoder(
+    key,
+    n_nodes: int,
+    *,
+    config: DecoderConfig,
+    context_size: int = 0,
+    target_index: int = -1,
+    context_mean=None,
+    context_scale=None,
+):
+    """An untrained decoder of ``config.architecture`` (``key`` initialises the weights)."""
+    common = dict(
+        context_size=context_size,
+        ar_lags=config.ar_lags,
+        target_index=target_index,
+        key=key,
+    )
+    if config.architecture == "graph_safe":
+        return GraphSafeDecoder(
+            n_nodes,
+            hidden_size=config.hidden_size,
+            message_size=config.message_size,
+            embed_size=config.embed_size,
+            hill_head=config.hill_head,
+            context_mean=context_mean,
+            context_scale=context_scale,
+            **common,
+        )
+    if config.architecture == "dense":
+        return DenseDecoder(
+            n_nodes,
+            hidden_size=config.dense_hidden_size,
+            context_mean=context_mean,
+            context_scale=context_scale,
+            **common,
+        )
+    return ARTargetDecoder(n_nodes, hidden_size=config.hidden_size, embed_size=config.embed_size, **common)
+
+
+# ---------------------------------------------------------------------------------------------- result
+@dataclasses.dataclass(frozen=True, eq=False)
+class TrainedDecoder:
+    """A frozen, trained decoder with its provenance.
+
+    Attributes
+    ----------
+    model : equinox.Module
+        The decoder (immutable); ``model.rollout`` / ``model.step`` / ``model(x, graph)``.
+    config : DecoderConfig
+    history : dict of lists
+        Per epoch: ``train_loss``, ``val_loss``, ``val_rollout_mse``, ``learning_rate``; plus ``init_val_loss``
+        (the warm start), ``best_epoch`` (-1 when the warm start was never beaten on validation), ``epochs_run``,
+        ``train_seconds``, ``n_train_windows``, ``n_val_windows``.
+    nodes : tuple of str
+    target_index : int
+    train_graph_label : str
+        ``posterior``, ``hard``, ``empty``, ``full``, ``array`` (or the ``label`` given to ``train_decoder``),
+        ``none`` for the graph-free baselines.
+    """
+
+    model: eqx.Module
+    config: DecoderConfig
+    history: dict
+    nodes: tuple
+    target_index: int
+    train_graph_label: str
+
+    @property
+    def n_nodes(self) -> int:
+        return len(self.nodes)
+
+    @property
+    def uses_graph(self) -> bool:
+        return bool(self.model.uses_graph)
+
+    def _graph(self, graph):
+        return jnp.zeros((self.n_nodes, self.n_nodes)) if graph is None else graph
+
+    def rollout(self, x_history, horizon: int, graph=None, context=None):
+        """Teacher-force through ``x_history`` (W, d) (standardised), free-run ``horizon`` steps -> (horizon, d).
+
+        Pure and vmappable over ``x_history``, ``graph`` and ``context``; ``horizon`` is static. ``graph`` may be
+        omitted for the graph-free baselines.
+        """
+        return self.model.rollout(x_history, horizon, self._graph(graph), context)
+
+    def predict(self, x, graph=None, context=None):
+        """Teacher-forced one-step predictions over a window ``x`` (W, d): row ``t`` predicts ``x[t + 1]``."""
+        return self.model(x, self._graph(graph), context)
+
+    def __repr__(self) -> str:
+        return (
+            f"TrainedDecoder({type(self.model).__name__}, nodes={len(self.nodes)}, "
+            f"graph={self.train_graph_label!r}, best_epoch={self.history.get('best_epoch')})"
+        )
+
+    # ------------------------------------------------------------------ checkpoints
+    def save(self, path) -> Path:
+        """Write ``path/model.eqx`` (Equinox leaf serialisation) and ``path/decoder.json`` (architecture,
+        config, shapes, training curve) atomically; returns the directory. Never pickles."""
+        p = Path(path)
+        p.mkdir(parents=True, exist_ok=True)
+        leaves = jax.tree_util.tree_leaves(eqx.filter(self.model, eqx.is_array))
+        meta = {
+            "format": _FORMAT,
+            "format_version": _FORMAT_VERSION,
+            "architecture": type(self.model).__name__,
+            "model_kwargs": self.model.constructor_kwargs(),
+            "config": self.config.to_dict(),
+            "nodes": list(self.nodes),
+            "target_index": int(self.target_index),
+            "train_graph_label": self.train_graph_label,
+            "leaf_shapes": [list(x.shape) for x in leaves],
+            "history": _jsonable(self.history),
+        }
+        fd, tmp = tempfile.mkstemp(dir=p, prefix=".model.eqx.", suffix=".tmp")
+        with os.fdopen(fd, "wb") as fh:
+            eqx.tree_serialise_leaves(fh, self.model)
+        os.replace(tmp, p / "model.eqx")
+        fd, tmp = tempfile.mkstemp(dir=p, prefix=".decoder.json.", suffix=".tmp")
+        with os.fdopen(fd, "w") as fh:
+            json.dump(meta, fh, indent=2)
+        os.replace(tmp, p / "decoder.json")
+        return p
+
+    @classmethod
+    def load(cls, path) -> TrainedDecoder:
+        """Read a checkpoint written by :meth:`save`."""
+        p = Path(path)
+        if not (p / "decoder.json").is_file() or not (p / "model.eqx").is_file():
+            raise DataValidationError(
+                f"path: {p} is not a decoder checkpoint (expected decoder.json and model.eqx written by save())"
+            )
+        try:
+            meta = json.loads((p / "decoder.json").read_text())
+        except json.JSONDecodeError as exc:
+            raise DataValidationError(f"path: {p / 'decoder.json'} is not valid JSON ({exc})") from exc
+        if meta.get("format") != _FORMAT or meta.get("architecture") not in _ARCHITECTURES:
+            raise DataValidationError(f"path: {p / 'decoder.json'} is not a dice_prob decoder checkpoint")
+        arch = _ARCHITECTURES[meta["architecture"]]
+        skeleton = arch(**meta["model_kwargs"], key=jax.random.key(0))
+        shapes = [list(x.shape) for x in jax.tree_util.tree_leaves(eqx.filter(skeleton, eqx.is_array))]
+        if shapes != meta["leaf_shapes"]:
+            raise DataValidationError(f"path: {p} leaf shapes do not match the recorded architecture")
+        model = eqx.tree_deserialise_leaves(p / "model.eqx", skeleton)
+        return cls(
+            model=model,
+            config=DecoderConfig.from_dict(meta["config"]),
+            history=meta["history"],
+            nodes=tuple(meta["nodes"]),
+            target_index=int(meta["target_index"]),
+            train_graph_label=meta["train_graph_label"],
+        )
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.generic, jax.Array)):
+        return np.asarray(obj).item()
+    return obj
+
+
+# ---------------------------------------------------------------------------------------------- training
+def _split_train_val(win, val_fraction: float):
+    origins = np.unique(win.origin)
+    n_val = max(1, int(round(val_fraction * origins.size)))
+    if origins.size - n_val < 1:
+        raise DataValidationError(
+            f"values: only {origins.size} training origins; too few to hold out {val_fraction:.0%} for early "
+            "stopping — use a longer series, a shorter history/horizon or a smaller val_fraction"
+        )
+    cut = origins[-n_val]
+    return win.take(np.flatnonzero(win.origin < cut)), win.take(np.flatnonzero(win.origin >= cut))
+
+
+def _ls_ar_init(hist: np.ndarray, fut: np.ndarray, p: int, ridge: float = 1e-3):
+    """Per-node least-squares AR(p) with intercept on the training windows (own lags only).
+
+    Returns ``coef`` (d, p) (lag 1 first, the decoder's buffer order), ``bias`` (d,) and the one-step residual
+    variance (d,). Used to warm-start every decoder's own-lag skip and to weight the loss per node.
+    """
+    series = np.concatenate([hist, fut], axis=1)  # (N, W + H, d)
+    n, length, d = series.shape
+    p = min(p, length - 1)
+    coef, bias, resid = np.zeros((d, p)), np.zeros(d), np.ones(d)
+    for i in range(d):
+        z = series[:, :, i]
+        lags = np.stack([z[:, p - 1 - k : length - 1 - k] for k in range(p)], axis=-1).reshape(-1, p)
+        y = z[:, p:].reshape(-1)
+        x = np.concatenate([np.ones((lags.shape[0], 1)), lags], axis=1)
+        gram = x.T @ x + ridge * len(y) * np.diag(np.r_[0.0, np.ones(p)])
+        beta = np.linalg.solve(gram, x.T @ y)
+        bias[i], coef[i] = beta[0], beta[1:]
+        resid[i] = float(np.mean((y - x @ beta) ** 2))
+    return coef, bias, resid
+
+
+def _loss(model, hist, fut, graphs, ctx, burn: int, rollout_weight: float, node_w):
+    def one(x, g, c):
+        return teacher_forced_and_rollout(model, x, fut.shape[1], g, c)
+
+    tf, roll = jax.vmap(one)(hist, graphs, ctx)
+    tf_mse = jnp.mean((tf[:, burn:-1] - hist[:, burn + 1 :]) ** 2 * node_w)
+    ro_err = (roll - fut) ** 2
+    return tf_mse + rollout_weight * jnp.mean(ro_err * node_w), jnp.mean(ro_err)
+
+
+def train_decoder(
+    rng_key, panel: Panel, *, graph, config: DecoderConfig = _DEFAULT, label: str | None = None
+):
+    """Train a decoder on ``panel`` under ``graph`` and return it frozen.
+
+    Parameters
+    ----------
+    rng_key : jax.random key
+        Initialisation, batch order and posterior graph draws; same key -> identical weights.
+    panel : Panel
+        Training uses the TRAIN split of ``panel.scaled`` (standardised); ``panel.context`` feeds the Hill head
+        (graph-safe, target only) or the dense baseline.
+    graph : GraphPosterior, array (d, d) or (R, d, d), "empty", "full" or None
+        See the module docstring. ``None`` only with ``config.architecture`` "dense" or "ar_only".
+    config : DecoderConfig
+    label : str, optional
+        Overrides ``train_graph_label`` (for example ``"oracle"`` when ``graph`` is the true graph).
+
+    Returns
+    -------
+    TrainedDecoder
+
+    Raises
+    ------
+    InputTypeError, ConfigError, GraphValidationError, DataValidationError
+
+    Examples
+    --------
+    >>> import jax, numpy as np, dice_prob as dp
+    >>> from dice_prob.inference.train import train_decoder
+    >>> x = np.random.default_rng(0).normal(size=(2, 40, 3))
+    >>> cfg = dp.DecoderConfig(hidden_size=4, message_size=2, embed_size=2, history=6, horizon=2,
+    ...                        max_epochs=2, progress_bar=False)
+    >>> dec = train_decoder(jax.random.key(0), dp.Panel(x), graph="full", config=cfg)
+    >>> dec.rollout(x[0, :6], 2, np.zeros((3, 3))).shape
+    (2, 3)
+    """
+    if not isinstance(panel, Panel):
+        raise InputTypeError(f"panel: expected a dice_prob.Panel, got {type(panel).__name__}")
+    if not isinstance(config, DecoderConfig):
+        raise InputTypeError(f"config: expected a DecoderConfig, got {type(config).__name__}")
+    src = resolve_graph(panel, graph, config)
+    glabel = str(label) if label is not None else src.label
+
+    win = forecast_windows(
+        panel.scaled, history=config.history, horizon=config.horizon, split="train", context=panel.context
+    )
+    train_w, val_w = _split_train_val(win, config.val_fraction)
+    n_train = len(train_w)
+    d = panel.n_nodes
+    ctx_size = 0 if panel.context is None else panel.context.shape[1]
+    if ctx_size:
+        c_mean = panel.context.mean(axis=0)
+        c_scale = panel.context.std(axis=0)
+        c_scale = np.where(c_scale > 1e-12, c_scale, 1.0)
+    else:
+        c_mean = c_scale = None
+
+    k_init, k_train, k_val = jax.random.split(rng_key, 3)
+    model = build_decoder(
+        k_init,
+        d,
+        config=config,
+        context_size=ctx_size,
+        target_index=panel.target_index,
+        context_mean=c_mean,
+        context_scale=c_scale,
+    )
+    ar_p = model.ar_lags
+    coef, bias, resid = _ls_ar_init(train_w.history, train_w.future, ar_p)
+    if coef.shape[1] < ar_p:
+        coef = np.pad(coef, ((0, 0), (0, ar_p - coef.shape[1])))
+    if config.ar_init:
+        model = eqx.tree_at(
+            lambda m: (m.ar_coef, m.ar_bias),
+            model,
+            (jnp.asarray(coef, jnp.float32), jnp.asarray(bias, jnp.float32)),
+        )
+    if config.loss_weighting == "ar_residual":
+        w = 1.0 / np.maximum(resid, 1e-2)
+        node_w = jnp.asarray(w / w.mean(), jnp.float32)
+    else:
+        node_w = jnp.ones((d,), jnp.float32)
+    params, static = eqx.partition(model, eqx.is_inexact_array)
+
+    def dev(w):
+        ctx = np.zeros((len(w), ctx_size)) if w.context is None else w.context
+        return (
+            jnp.asarray(w.history, jnp.float32),
+            jnp.asarray(w.future, jnp.float32),
+            jnp.asarray(w.shop, jnp.int32),
+            jnp.asarray(ctx, jnp.float32),
+        )
+
+    tr = dev(train_w)
+    va = dev(val_w)
+    probs = jnp.asarray(src.probs)
+    s2k = jnp.asarray(src.shop_to_k)
+    batch = min(config.batch_size, n_train)
+    n_batches = max(1, n_train // batch)
+    total_steps = config.max_epochs * n_batches
+    warm = int(config.warmup_fraction * total_steps)
+    schedule = optax.warmup_cosine_decay_schedule(
+        init_value=config.learning_rate * 0.1 if warm else config.learning_rate,
+        peak_value=config.learning_rate,
+        warmup_steps=warm,
+        decay_steps=max(total_steps, warm + 1),
+        end_value=config.learning_rate * 0.02,
+    )
+    opt = optax.chain(
+        optax.clip_by_global_norm(config.grad_clip),
+        optax.adamw(schedule, weight_decay=config.weight_decay),
+    )
+    opt_state = opt.init(params)
+    burn = max(0, min(config.ar_lags - 1, config.history - 2))
+    rw = float(config.rollout_weight)
+
+    def loss_fn(p, hist, fut, graphs, ctx):
+        return _loss(eqx.combine(p, static), hist, fut, graphs, ctx, burn, rw, node_w)
+
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+    def train_step(carry, idx):
+        p, o, key = carry
+        key, k_g = jax.random.split(key)
+        hist, fut, shop, ctx = (a[idx] for a in tr)
+        graphs = _window_graphs(src, probs, s2k, shop, k_g)
+        (loss, _), grads = grad_fn(p, hist, fut, graphs, ctx)
+        updates, o = opt.update(grads, o, p)
+        p = eqx.apply_updates(p, updates)
+        return (p, o, key), loss
+
+    @jax.jit
+    def train_epoch(p, o, key):
+        k_perm, k_steps = jax.random.split(key)
+        perm = jax.random.permutation(k_perm, n_train)[: n_batches * batch].reshape(n_batches, batch)
+        (p, o, _), losses = jax.lax.scan(train_step, (p, o, k_steps), perm)
+        return p, o, jnp.mean(losses)
+
+    val_graphs = _window_graphs(src, probs, s2k, va[2], k_val)  # fixed draws: a stable early-stopping target
+
+    @jax.jit
+    def val_loss(p):
+        return loss_fn(p, va[0], va[1], val_graphs, va[3])
+
+    hist_log: dict = {"train_loss": [], "val_loss": [], "val_rollout_mse": [], "learning_rate": []}
+    v0, vro0 = val_loss(params)
+    hist_log["init_val_loss"], hist_log["init_val_rollout_mse"] = float(v0), float(vro0)
+    best = (float(v0), params, -1)  # epoch -1: the warm start (own-lag least squares) itself
+    wait = 0
+    t0 = time.perf_counter()
+    bar = tqdm(
+        range(config.max_epochs), desc=f"decoder[{glabel}]", disable=not progress_enabled(config.progress_bar)
+    )
+    for epoch in bar:
+        k_train, k_ep = jax.random.split(k_train)
+        params, opt_state, tl = train_epoch(params, opt_state, k_ep)
+        vl, vro = val_loss(params)
+        tl, vl, vro = float(tl), float(vl), float(vro)
+        if not (math.isfinite(tl) and math.isfinite(vl)):
+            raise DataValidationError(
+                f"training diverged at epoch {epoch} (loss {tl}); lower learning_rate or check the data scale"
+            )
+        hist_log["train_loss"].append(tl)
+        hist_log["val_loss"].append(vl)
+        hist_log["val_rollout_mse"].append(vro)
+        hist_log["learning_rate"].append(float(schedule((epoch + 1) * n_batches)))
+        if vl < best[0]:
+            best, wait = (vl, params, epoch), 0
+        else:
+            wait += 1
+        bar.set_postfix(train=f"{tl:.4f}", val=f"{vl:.4f}", refresh=False)
+        if wait >= config.patience:
+            break
+    bar.close()
+    epochs_run = len(hist_log["train_loss"])
+    if best[2] == 0 and epochs_run > config.patience:
+        warnings.warn(
+            f"decoder[{glabel}]: the validation loss was best after the first epoch and never improved in "
+            f"{config.patience} more; the network adds little to its least-squares warm start or overfits — "
+            "try a lower learning_rate, smaller hidden sizes or more data",
+            ConvergenceWarning,
+            stacklevel=2,
+        )
+    hist_log.update(
+        best_epoch=int(best[2]),
+        best_val_loss=float(best[0]),
+        epochs_run=epochs_run,
+        train_seconds=time.perf_counter() - t0,
+        n_train_windows=int(n_train),
+        n_val_windows=int(len(val_w)),
+    )
+    final = eqx.combine(best[1], static)
+    return TrainedDecoder(
+        model=final,
+        config=config,
+        history=hist_log,
+        nodes=tuple(panel.nodes),
+        target_index=int(panel.target_index),
+        train_graph_label=glabel,
+    )
+
+
+# ---------------------------------------------------------------------------------------------- evaluation
+@eqx.filter_jit
+def _rollout_windows(model, hist, graphs, ctx, horizon):
+    """Rollouts of every window (N, W, d) under its own graph (N, d, d) -> (N, horizon, d)."""
+    return jax.vmap(lambda x, g, c: model.rollout(x, horizon, g, c))(hist, graphs, ctx)
+
+
+@eqx.filter_jit
+def _rollout_windows_stack(model, hist, graphs, ctx, horizon):
+    """The same for a stack of graph inputs (S, N, d, d) -> (S, N, horizon, d), one vmapped call."""
+    one = jax.vmap(lambda x, g, c: model.rollout(x, horizon, g, c))
+    return jax.vmap(lambda g: one(hist, g, ctx))(graphs)
+
+
+def _mse_at_h(forecast, future, node=None) -> float:
+    """MSE@h of (N, H, d) forecasts (``dice_prob.diagnostics.metrics.mse_at_h`` when importable)."""
+    try:
+        from dice_prob.diagnostics.metrics import mse_at_h  # lazy: metrics is pure NumPy, imported on use
+    except ImportError:  # pragma: no cover - fallback while the metrics module is absent
+        err = (np.asarray(forecast) - np.asarray(future)) ** 2
+        return float((err if node is None else err[..., node]).mean())
+    return float(mse_at_h(forecast, future, node=node))
+
+
+def evaluate_mse(
+    decoder,
+    panel: Panel,
+    graph=None,
+    *,
+    horizon: int = 7,
+    split: str = "test",
+    per_shop: bool = False,
+    max_windows: int | None = None,
+    rng_key=None,
+    history: int | None = None,
+) -> dict:
+    """MSE@h of a frozen decoder on ``split`` windows of ``panel.scaled`` (teacher-force, free-run ``horizon``).
+
+    Parameters
+    ----------
+    decoder : TrainedDecoder or decoder module
+    graph : None, "empty", "full", array
+        ``(d, d)`` one graph; ``(R, d, d)`` with ``per_shop=True`` one per shop; ``(S, d, d)`` (``per_shop``
+        False) or ``(S, R, d, d)`` a stack of S graph inputs (e.g. posterior samples) — evaluated in one vmapped
+        call, results get a leading draw dimension. ``None`` = zeros (graph-free baselines).
+    horizon : int
+        Forecast horizon H (MSE averaged over h = 1..H and windows).
+    max_windows, rng_key :
+        Subsample windows (see :func:`dice_prob.data.windows.forecast_windows`).
+    history : int, optional
+        Window history length (default: the decoder's training ``config.history``, else 21).
+
+    Returns
+    -------
+    dict
+        ``target`` and ``all`` (float, or (S,) arrays for a stack) and ``n_windows``.
+
+    Examples
+    --------
+    >>> import jax, numpy as np, dice_prob as dp
+    >>> from dice_prob.models.decoder import GraphSafeDecoder
+    >>> p = dp.Panel(np.random.default_rng(0).normal(size=(1, 40, 3)))
+    >>> m = GraphSafeDecoder(3, hidden_size=4, message_size=2, embed_size=2, key=jax.random.key(0))
+    >>> out = evaluate_mse(m, p, np.zeros((4, 3, 3)), horizon=2)
+    >>> out["target"].shape
+    (4,)
+    """
+    model = decoder.model if isinstance(decoder, TrainedDecoder) else decoder
+    d = panel.n_nodes
+    if getattr(model, "n_nodes", d) != d:
+        raise DataValidationError(f"panel: {d} nodes, but the decoder was built for {model.n_nodes}")
+    if history is None:
+        history = decoder.config.history if isinstance(decoder, TrainedDecoder) else 21
+    win = forecast_windows(
+        panel.scaled,
+        history=history,
+        horizon=horizon,
+        split=split,
+        context=panel.context,
+        max_windows=max_windows,
+        rng_key=rng_key,
+    )
+    ctx_size = getattr(model, "context_size", 0)
+    ctx = np.zeros((len(win), ctx_size)) if win.context is None else win.context
+    hist = jnp.asarray(win.history, jnp.float32)
+    ctx = jnp.asarray(ctx, jnp.float32)
+    t = int(panel.target_index)
+    if graph is None or isinstance(graph, str):
+        if graph is None or graph == "empty":
+            a = np.zeros((d, d))
+        elif graph == "full":
+            a = panel.support_mask().astype(float)
+        else:
+            raise ConfigError(f"graph: unknown graph name {graph!r}; use 'empty', 'full' or an array")
+        graph = a
+    a = validate_adjacency(graph, d, name="graph", allow_batch=True)
+    stacked = (a.ndim == 3 and not per_shop) or a.ndim == 4
+    if a.ndim == 3 and per_shop or a.ndim == 4:
+        if a.shape[-3] != panel.n_shops:
+            raise GraphValidationError(
+                f"graph: {a.shape[-3]} per-shop graphs for a panel of {panel.n_shops} shops"
+            )
+        a = np.take(a, win.shop, axis=-3)  # (..., N, d, d)
+    elif a.ndim == 2:
+        a = np.broadcast_to(a, (len(win), d, d))
+    elif a.ndim == 3:
+        a = np.broadcast_to(a[:, None], (a.shape[0], len(win), d, d))
+    else:
+        raise GraphValidationError(f"graph: unsupported shape {a.shape}")
+    g = jnp.asarray(a, jnp.float32)
+    if stacked:
+        fc = _rollout_windows_stack(model, hist, g, ctx, int(horizon))
+    else:
+        fc = _rollout_windows(model, hist, g, ctx, int(horizon))
+    fc = np.asarray(fc, dtype=np.float64)
+    fut = win.future
+    if stacked:
+        tgt = np.array([_mse_at_h(f, fut, node=t) for f in fc])
+        alln = np.array([_mse_at_h(f, fut, node=None) for f in fc])
+    else:
+        tgt, alln = _mse_at_h(fc, fut, node=t), _mse_at_h(fc, fut, node=None)
+    return {"target": tgt, "all": alln, "n_windows": len(win)}

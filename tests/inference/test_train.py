@@ -1,0 +1,241 @@
+"""train_decoder / TrainedDecoder / evaluate_mse: determinism, checkpoints, graph inputs, errors, learning."""
+
+from __future__ import annotations
+
+import json
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import dice_prob as dp
+from dice_prob.errors import ConfigError, DataValidationError, GraphValidationError, InputTypeError
+from dice_prob.inference.train import TrainedDecoder, _ls_ar_init, evaluate_mse, resolve_graph, train_decoder
+
+D = 4
+TINY = dp.DecoderConfig(
+    hidden_size=4,
+    message_size=3,
+    embed_size=2,
+    ar_lags=2,
+    history=6,
+    horizon=2,
+    batch_size=32,
+    max_epochs=3,
+    patience=5,
+    progress_bar=False,
+)
+
+
+def _var_panel(seed=0, shops=3, steps=60, noise=0.3):
+    """A small VAR(1) chain 0 -> 1 -> 2 -> 3 (target last) with known coefficients."""
+    rng = np.random.default_rng(seed)
+    a = np.zeros((D, D))
+    a[0, 1], a[1, 2], a[2, 3] = 0.8, -0.7, 0.9
+    phi = np.array([0.6, 0.5, 0.4, 0.3])
+    x = np.zeros((shops, steps + 30, D))
+    for t in range(1, steps + 30):
+        x[:, t] = phi * x[:, t - 1] + x[:, t - 1] @ a + noise * rng.normal(size=(shops, D))
+    return dp.Panel(x[:, 30:]), (a != 0).astype(float)
+
+
+@pytest.fixture(scope="module")
+def panel_and_truth():
+    return _var_panel()
+
+
+@pytest.fixture(scope="module")
+def trained(panel_and_truth):
+    panel, truth = panel_and_truth
+    return train_decoder(jax.random.key(0), panel, graph=truth, config=TINY, label="oracle")
+
+
+def _leaves(model):
+    return jax.tree_util.tree_leaves(eqx.filter(model, eqx.is_array))
+
+
+def test_same_key_identical_weights_other_key_differs(panel_and_truth, trained):
+    panel, truth = panel_and_truth
+    again = train_decoder(jax.random.key(0), panel, graph=truth, config=TINY, label="oracle")
+    for u, v in zip(_leaves(trained.model), _leaves(again.model), strict=True):
+        np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
+    other = train_decoder(jax.random.key(1), panel, graph=truth, config=TINY)
+    assert any(
+        not np.array_equal(np.asarray(u), np.asarray(v))
+        for u, v in zip(_leaves(trained.model), _leaves(other.model), strict=True)
+    )
+    assert other.train_graph_label == "array"
+
+
+def test_trained_decoder_fields_and_history(trained, panel_and_truth):
+    panel, _ = panel_and_truth
+    assert trained.train_graph_label == "oracle" and trained.nodes == panel.nodes
+    assert trained.target_index == panel.target_index == D - 1
+    h = trained.history
+    assert len(h["train_loss"]) == len(h["val_loss"]) == h["epochs_run"] <= TINY.max_epochs
+    assert h["n_train_windows"] > 0 and h["n_val_windows"] > 0
+    assert np.isfinite(h["train_loss"]).all()
+    assert trained.uses_graph
+    with pytest.raises(Exception):  # noqa: B017 - frozen dataclass
+        trained.config = TINY  # type: ignore[misc]
+
+
+def test_checkpoint_round_trip_identical_predictions(trained, panel_and_truth, tmp_path):
+    panel, truth = panel_and_truth
+    path = trained.save(tmp_path / "dec")
+    meta = json.loads((path / "decoder.json").read_text())
+    assert meta["architecture"] == "GraphSafeDecoder" and meta["config"]["hidden_size"] == 4
+    assert not list(path.glob("*.tmp")) and not list(path.glob("*.pkl"))
+    loaded = TrainedDecoder.load(path)
+    x = jnp.asarray(panel.scaled[0, :6], jnp.float32)
+    f = eqx.filter_jit(lambda m, xx, g: m.rollout(xx, 3, g))
+    np.testing.assert_array_equal(
+        np.asarray(f(trained.model, x, truth)), np.asarray(f(loaded.model, x, truth))
+    )
+    assert loaded.config == trained.config and loaded.train_graph_label == "oracle"
+    assert loaded.history["epochs_run"] == trained.history["epochs_run"]
+    with pytest.raises(DataValidationError, match="checkpoint"):
+        TrainedDecoder.load(tmp_path / "nothing-here")
+
+
+def test_rollout_is_vmappable_over_graphs_and_windows(trained, panel_and_truth):
+    panel, truth = panel_and_truth
+    xs = jnp.asarray(np.stack([panel.scaled[0, :6], panel.scaled[1, 10:16]]), jnp.float32)
+    gs = jnp.asarray(np.stack([truth, np.zeros((D, D)), truth * 0.5]), jnp.float32)
+    out = jax.jit(jax.vmap(lambda g: jax.vmap(lambda x: trained.rollout(x, 4, g))(xs)))(gs)
+    assert out.shape == (3, 2, 4, D)
+    single = trained.rollout(xs[1], 4, gs[2])
+    np.testing.assert_allclose(np.asarray(out[2, 1]), np.asarray(single), rtol=1e-5, atol=1e-5)
+
+
+def test_evaluate_mse_stack_matches_loop(trained, panel_and_truth):
+    panel, truth = panel_and_truth
+    stack = np.stack([truth, np.zeros((D, D)), 0.5 * truth])
+    res = evaluate_mse(trained, panel, stack, horizon=2)
+    assert res["target"].shape == (3,) and res["all"].shape == (3,)
+    for s in range(3):
+        one = evaluate_mse(trained, panel, stack[s], horizon=2)
+        assert one["target"] == pytest.approx(res["target"][s], rel=1e-5)
+        assert one["all"] == pytest.approx(res["all"][s], rel=1e-5)
+    per_shop = evaluate_mse(trained, panel, np.stack([truth] * panel.n_shops), horizon=2, per_shop=True)
+    assert per_shop["target"] == pytest.approx(res["target"][0], rel=1e-5)
+
+
+def test_bad_graph_inputs_raise_clear_errors(panel_and_truth):
+    panel, truth = panel_and_truth
+    key = jax.random.key(0)
+    with pytest.raises(GraphValidationError, match="shape"):
+        train_decoder(key, panel, graph=np.zeros((D + 1, D + 1)), config=TINY)
+    bad = truth.copy()
+    bad[0, 2] = np.nan
+    with pytest.raises(GraphValidationError, match="NaN"):
+        train_decoder(key, panel, graph=bad, config=TINY)
+    loops = truth + np.eye(D)
+    with pytest.raises(GraphValidationError, match="self-loops"):
+        train_decoder(key, panel, graph=loops, config=TINY)
+    with pytest.raises(GraphValidationError, match="shops"):
+        train_decoder(key, panel, graph=np.stack([truth] * (panel.n_shops + 1)), config=TINY)
+    with pytest.raises(ConfigError, match="unknown graph"):
+        train_decoder(key, panel, graph="oracle", config=TINY)
+    with pytest.raises(ConfigError, match="needs a graph"):
+        train_decoder(key, panel, graph=None, config=TINY)
+    with pytest.raises(InputTypeError):
+        train_decoder(key, panel.values, graph=truth, config=TINY)
+
+
+class _FakePosterior:
+    """Duck-typed GraphPosterior: per-shop draw probabilities."""
+
+    def __init__(self, probs):
+        self.draw_probs = probs
+        self.sharing = "shop"
+
+    def median_graph(self, shop=None):
+        return (self.draw_probs.mean(axis=0) > 0.5).astype(float)
+
+
+def test_posterior_and_hard_modes(panel_and_truth):
+    panel, truth = panel_and_truth
+    r = panel.n_shops
+    probs = np.broadcast_to(truth * 0.9, (5, r, D, D)).copy()
+    post = _FakePosterior(probs)
+    src = resolve_graph(panel, post, TINY)
+    assert src.mode == "sample" and src.probs.shape == (5, r, D, D)
+    hard = resolve_graph(panel, post, TINY.replace(graph_mode="hard"))
+    assert hard.mode == "fixed" and np.array_equal(hard.probs[0], np.stack([truth] * r))
+    dec = train_decoder(jax.random.key(3), panel, graph=post, config=TINY.replace(max_epochs=1))
+    assert dec.train_graph_label == "posterior"
+    with pytest.raises(GraphValidationError, match=r"\[0, 1\]"):
+        resolve_graph(panel, _FakePosterior(probs * 2), TINY)
+
+
+def test_window_graph_draws_follow_probabilities(panel_and_truth):
+    from dice_prob.inference.train import _window_graphs
+
+    panel, truth = panel_and_truth
+    probs = np.zeros((3, 1, D, D), np.float32)
+    probs[:, 0, 0, 1] = 0.5
+    probs[:, 0, 2, 3] = 1.0
+    src = resolve_graph(panel, "empty", TINY)
+    src = type(src)("sample", probs, np.zeros(panel.n_shops, np.int32), "posterior")
+    g = np.asarray(
+        _window_graphs(
+            src, jnp.asarray(probs), jnp.zeros(3, jnp.int32), jnp.zeros(4000, jnp.int32), jax.random.key(0)
+        )
+    )
+    assert g.shape == (4000, D, D)
+    assert abs(g[:, 0, 1].mean() - 0.5) < 0.04  # 4000 Bernoulli(0.5): sd 0.008
+    assert np.all(g[:, 2, 3] == 1) and g.sum() == g[:, 0, 1].sum() + g[:, 2, 3].sum()
+
+
+def test_full_and_empty_and_baselines(panel_and_truth):
+    panel, _ = panel_and_truth
+    full = resolve_graph(panel, "full", TINY)
+    assert np.array_equal(full.probs[0, 0], panel.support_mask().astype(np.float32))
+    off = resolve_graph(panel, "full", TINY.replace(full_graph="offdiag"))
+    assert off.probs[0, 0].sum() == D * (D - 1)
+    for arch in ("dense", "ar_only"):
+        dec = train_decoder(
+            jax.random.key(0), panel, graph=None, config=TINY.replace(architecture=arch, max_epochs=1)
+        )
+        assert dec.train_graph_label == "none" and not dec.uses_graph
+        assert dec.rollout(panel.scaled[0, :6], 2).shape == (2, D)
+
+
+def test_ls_ar_warm_start_recovers_ar1():
+    rng = np.random.default_rng(0)
+    x = np.zeros((20, 200, 1))
+    for t in range(1, 200):
+        x[:, t] = 0.7 * x[:, t - 1] + rng.normal(size=(20, 1))  # unit-scale, like standardised data
+    coef, bias, resid = _ls_ar_init(x[:, :150], x[:, 150:], 2)
+    assert coef[0, 0] == pytest.approx(0.7, abs=0.03) and abs(coef[0, 1]) < 0.03
+    assert resid[0] == pytest.approx(1.0, rel=0.1)
+
+
+def test_too_short_panel_raises():
+    with pytest.raises(DataValidationError):
+        train_decoder(
+            jax.random.key(0),
+            dp.Panel(np.random.default_rng(0).normal(size=(1, 9, 3))),
+            graph="empty",
+            config=TINY,
+        )
+
+
+@pytest.mark.slow
+def test_training_beats_persistence_and_flat_mean():
+    """On a VAR chain the oracle-graph decoder must beat persistence and the flat mean on the target."""
+    panel, truth = _var_panel(seed=1, shops=6, steps=150)
+    cfg = dp.DecoderConfig(
+        hidden_size=8, message_size=4, embed_size=4, history=10, horizon=3, max_epochs=40, progress_bar=False
+    )
+    dec = train_decoder(jax.random.key(0), panel, graph=truth, config=cfg)
+    res = evaluate_mse(dec, panel, truth, horizon=3)
+    from dice_prob.data.windows import forecast_windows
+
+    w = forecast_windows(panel.scaled, history=10, horizon=3, split="test")
+    persist = np.mean((w.future[:, :, -1] - w.history[:, -1:, -1]) ** 2)
+    flat = np.mean(w.future[:, :, -1] ** 2)
+    assert res["target"] < 0.9 * min(persist, flat)
