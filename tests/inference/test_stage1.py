@@ -1,0 +1,184 @@
+"""fit_graph / GraphPosterior: shapes for every sharing mode, determinism, validation, convergence warnings."""
+
+from __future__ import annotations
+
+import warnings
+
+import jax
+import networkx as nx
+import numpy as np
+import pandas as pd
+import pytest
+
+import dice_prob as dp
+from dice_prob.errors import ConfigError, ConvergenceWarning, DataValidationError, InputTypeError
+from dice_prob.inference.stage1 import GraphPosterior, fit_graph, sample_graphs
+
+ROLES = ["channel", "channel", "intermediate", "target"]
+CFG = dp.Stage1Config(n_lags=2, num_warmup=100, num_samples=100, progress_bar=False)
+
+
+def _panel(n_shops=2, t=60, seed=0):
+    """Tiny VAR: x0 -> x2 (lag 1), x2 -> x3 (lag 1), x1 -> x3 (lag 2); x0 -> x3 absent."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n_shops, t, 4))
+    for s in range(n_shops):
+        for k in range(2, t):
+            x[s, k, 2] += 0.3 * x[s, k - 1, 2] + 0.8 * x[s, k - 1, 0]
+            x[s, k, 3] += 0.2 * x[s, k - 1, 3] + 0.7 * x[s, k - 1, 2] + 0.7 * x[s, k - 2, 1]
+    return dp.Panel(x, roles=ROLES)
+
+
+def _fit(key, panel, cfg):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return fit_graph(key, panel, config=cfg)
+
+
+@pytest.fixture(scope="module")
+def shop_post():
+    return _fit(jax.random.key(0), _panel(), CFG)
+
+
+def test_shop_mode_shapes_and_support(shop_post):
+    post = shop_post
+    assert isinstance(post, GraphPosterior) and post.sharing == "shop"
+    mask = _panel().support_mask()
+    assert post.pip.shape == (2, 4, 4)
+    assert post.draw_probs.shape == (200, 2, 4, 4)
+    assert np.all(post.pip[:, ~mask] == 0)
+    assert np.all((post.pip >= 0) & (post.pip <= 1))
+    assert post.samples["W"].shape == (2, 100, 2, 5, 2)  # (chain, draw, shop, edge, lag)
+    assert post.samples["inclusion_prob"].shape == (2, 100, 2, 4, 4)
+    assert post.samples["pi"].shape == (2, 100, 2)
+    assert set(post.convergence) >= {"max_r_hat", "min_ess", "n_divergences", "ok"}
+    np.testing.assert_allclose(post.pip_of_shop(1), post.pip[1])
+
+
+def test_recovers_strong_edges_on_tiny_problem(shop_post):
+    # strong true edges x0->x2, x2->x3, x1->x3 well above 0.5; the absent x0->x3 and x1->x2 below it
+    for r in range(2):
+        p = shop_post.pip[r]
+        assert min(p[0, 2], p[2, 3], p[1, 3]) > 0.9
+        assert max(p[0, 3], p[1, 2]) < 0.5
+
+
+def test_graph_samples_medians_and_frames(shop_post):
+    post = shop_post
+    g = post.sample_graphs(jax.random.key(1), 50)
+    assert g.shape == (50, 2, 4, 4) and set(np.unique(g)) <= {0.0, 1.0}
+    assert np.all(g[:, :, ~post.support_mask] == 0)
+    g0 = post.sample_graphs(jax.random.key(1), 400, shop=0)
+    assert g0.shape == (400, 4, 4)
+    np.testing.assert_allclose(g0.mean(0), post.pip[0], atol=0.1)
+    assert post.median_graph().shape == (2, 4, 4)
+    np.testing.assert_array_equal(post.median_graph(shop=1), (post.pip[1] > 0.5).astype(int))
+    top = post.top_k(2, shop=0)
+    assert list(top.columns) == ["source", "target", "pip"] and len(top) == 2
+    assert top["pip"].iloc[0] >= top["pip"].iloc[1]
+    frame = post.pip_frame()
+    assert isinstance(frame, pd.DataFrame) and len(frame) == 2 * int(post.support_mask.sum())
+    assert len(post.top_k(1)) == 2  # one per shop
+    graph = post.to_networkx(0.5, shop=0)
+    assert isinstance(graph, nx.DiGraph) and graph.has_edge("x0", "x2")
+    with pytest.raises(InputTypeError):
+        post.to_networkx(0.5)
+    with pytest.raises(DataValidationError):
+        post.pip_of_shop(5)
+
+
+def test_sample_graphs_function_is_jittable_and_vmappable():
+    p = np.zeros((3, 2, 2), np.float32)
+    p[:, 0, 1] = 1.0
+    f = jax.jit(sample_graphs, static_argnums=2)
+    out = jax.vmap(lambda k: f(k, p, 5))(jax.random.split(jax.random.key(0), 3))
+    assert (
+        out.shape == (3, 5, 2, 2)
+        and float(out[:, :, 0, 1].min()) == 1.0
+        and float(out[:, :, 1, 0].max()) == 0
+    )
+
+
+def test_same_key_same_pips_and_different_key_differs(shop_post):
+    again = _fit(jax.random.key(0), _panel(), CFG)
+    np.testing.assert_array_equal(again.pip, shop_post.pip)
+    other = _fit(jax.random.key(1), _panel(), CFG)
+    assert not np.array_equal(other.draw_probs, shop_post.draw_probs)
+
+
+def test_short_run_warns_and_can_be_caught():
+    with pytest.warns(ConvergenceWarning, match="r_hat|ESS|divergent"):
+        post = fit_graph(jax.random.key(0), _panel(), config=CFG)
+    assert post.convergence["ok"] is False
+
+
+def test_shared_mode_pools_shops():
+    post = _fit(jax.random.key(2), _panel(), CFG.replace(graph_sharing="shared"))
+    assert post.sharing == "shared" and post.pip.shape == (4, 4) and post.draw_probs.shape == (200, 4, 4)
+    assert post.samples["W"].shape == (2, 100, 5, 2) and post.samples["b"].shape == (2, 100, 2, 2)
+    assert post.sample_graphs(jax.random.key(0), 7).shape == (7, 4, 4)
+    assert post.pip[0, 2] > 0.9 and post.pip[2, 3] > 0.9
+
+
+def test_bad_inputs_raise_named_errors():
+    p = _panel()
+    with pytest.raises(InputTypeError, match="panel"):
+        fit_graph(jax.random.key(0), np.zeros((2, 60, 4)), config=CFG)
+    with pytest.raises(InputTypeError, match="config"):
+        fit_graph(jax.random.key(0), p, config={"n_lags": 2})
+    with pytest.raises(DataValidationError, match="n_lags"):
+        fit_graph(jax.random.key(0), _panel(t=12), config=CFG.replace(n_lags=7))
+    neg = dp.Panel(np.random.default_rng(0).normal(size=(1, 40, 4)), roles=ROLES)
+    with pytest.raises(DataValidationError, match="negative"):
+        fit_graph(jax.random.key(0), neg, config=CFG.replace(mode="mmm"))
+    with pytest.raises(ConfigError, match="groups"):
+        fit_graph(jax.random.key(0), p, config=CFG.replace(graph_sharing="group", groups=(0, 1, 1)))
+    with pytest.raises(ConfigError, match="hierarchical_pi"):
+        fit_graph(jax.random.key(0), p, config=CFG.replace(graph_sharing="shared", hierarchical_pi=True))
+    with pytest.raises(ConfigError, match="support"):
+        dp.Stage1Config(support="everything")
+
+
+@pytest.mark.slow
+def test_group_mode_one_graph_per_group():
+    panel = _panel(n_shops=3)
+    post = _fit(jax.random.key(3), panel, CFG.replace(graph_sharing="group", groups=(7, 3, 7)))
+    assert post.sharing == "group" and post.pip.shape == (2, 4, 4)
+    assert post.group_labels == (3, 7) and list(post.groups) == [1, 0, 1]
+    np.testing.assert_allclose(post.pip_of_shop(0), post.pip[1])
+    g = post.sample_graphs(jax.random.key(0), 5)
+    assert g.shape == (5, 3, 4, 4)
+    np.testing.assert_array_equal(g[:, 0], g[:, 2])  # shops of one group share each graph sample
+
+
+@pytest.mark.slow
+def test_recovery_on_simulated_funnel_auroc():
+    from dice_prob.data import simulate
+    from dice_prob.diagnostics import metrics
+
+    sim = simulate.funnel(jax.random.key(11), n_shops=3, n_steps=100, n_lags=3, mode="linear")
+    post = _fit(jax.random.key(0), sim.panel, dp.Stage1Config(n_lags=3, num_warmup=300, num_samples=300))
+    au = metrics.auroc(post.pip, sim.graphs, mask=sim.support_mask)
+    assert float(np.mean(au)) >= 0.9
+
+
+@pytest.mark.slow
+def test_mmm_mode_and_hierarchical_pi_run():
+    from dice_prob.data import simulate
+    from dice_prob.diagnostics import metrics
+
+    sim = simulate.funnel(jax.random.key(12), n_shops=2, n_steps=100, n_lags=3, mode="mmm")
+    post = _fit(
+        jax.random.key(0), sim.panel, dp.Stage1Config(mode="mmm", n_lags=3, num_warmup=300, num_samples=300)
+    )
+    assert post.samples["beta"].shape[:3] == (2, 300, 2) and "hill_half" in post.samples
+    assert float(np.mean(metrics.auroc(post.pip, sim.graphs, mask=sim.support_mask))) >= 0.8
+    hier = _fit(jax.random.key(0), _panel(), CFG.replace(hierarchical_pi=True))
+    assert hier.pip.shape == (2, 4, 4) and "pi_mean" in hier.samples
+
+
+def test_to_arviz_has_named_dims(shop_post):
+    idata = shop_post.to_arviz()
+    post = idata.posterior if hasattr(idata, "posterior") else idata["posterior"]
+    assert post["inclusion_prob"].dims == ("chain", "draw", "shop", "source", "target")
+    assert list(post["inclusion_prob"].coords["source"].values) == list(shop_post.nodes)

@@ -1,0 +1,90 @@
+"""Media transforms against plain NumPy loop references."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dice_prob.models.transforms import apply_kernel, carryover_kernel, geometric_adstock, hill, lag_stack
+
+RNG = np.random.default_rng(0)
+
+
+def _adstock_ref(x, r, normalise):
+    out = np.zeros_like(x)
+    prev = np.zeros(x.shape[1:])
+    for t in range(x.shape[0]):
+        prev = x[t] + r * prev
+        out[t] = prev
+    return out * (1 - r) if normalise else out
+
+
+@pytest.mark.parametrize("normalise", [True, False])
+def test_geometric_adstock_matches_loop(normalise):
+    x = RNG.gamma(2.0, size=(30, 3))
+    r = np.array([0.0, 0.4, 0.9])
+    got = np.asarray(geometric_adstock(jnp.asarray(x), jnp.asarray(r), normalise=normalise))
+    np.testing.assert_allclose(got, _adstock_ref(x, r, normalise), rtol=1e-5, atol=1e-6)
+
+
+def test_adstock_constant_input_converges_to_input_when_normalised():
+    got = np.asarray(geometric_adstock(jnp.ones(200), 0.7))
+    assert abs(got[-1] - 1.0) < 1e-5
+
+
+def test_carryover_kernel_matches_formula_and_sums_to_one():
+    L = 7
+    for r, dl in [(0.3, 0.0), (0.8, 2.0), (0.5, 1.3)]:
+        ref = np.array([r ** ((l - 1 - dl) ** 2) for l in range(1, L + 1)])
+        ref = ref / ref.sum()
+        got = np.asarray(carryover_kernel(L, r, dl))
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-7)
+    batch = carryover_kernel(L, jnp.array([[0.2, 0.9]]), jnp.array([[0.0, 3.0]]))
+    assert batch.shape == (1, 2, L)
+    np.testing.assert_allclose(np.asarray(batch.sum(-1)), 1.0, atol=1e-6)
+    # the peak sits at lag 1 + delay
+    assert int(np.argmax(np.asarray(batch[0, 1]))) == 3
+
+
+def test_hill_matches_formula_and_limits():
+    x = RNG.uniform(0, 3, size=50)
+    k, n = 0.8, 2.3
+    ref = x**n / (x**n + k**n)
+    np.testing.assert_allclose(np.asarray(hill(x, k, n)), ref, rtol=1e-5, atol=1e-7)
+    assert float(hill(0.0, k, n)) == 0.0
+    assert float(hill(-1.0, k, n)) == 0.0
+    assert abs(float(hill(k, k, n)) - 0.5) < 1e-6
+    # finite gradient at 0 and for large inputs
+    g = jax.grad(lambda v: hill(v, k, n).sum())(jnp.array([0.0, 1e-8, 1e6]))
+    assert np.all(np.isfinite(np.asarray(g)))
+
+
+def test_lag_stack_matches_loop():
+    x = RNG.normal(size=(12, 3))
+    L = 4
+    got = np.asarray(lag_stack(jnp.asarray(x), L))
+    assert got.shape == (12 - L, 3, L)
+    for t in range(12 - L):
+        for l in range(1, L + 1):
+            np.testing.assert_allclose(got[t, :, l - 1], x[t + L - l], rtol=1e-6)
+
+
+def test_lag_stack_rejects_bad_lags():
+    with pytest.raises(ValueError, match="n_lags"):
+        lag_stack(jnp.zeros((3, 2)), 3)
+
+
+def test_apply_kernel_and_jit_vmap():
+    x = RNG.normal(size=(20, 2))
+    lags = lag_stack(jnp.asarray(x), 3)
+    k = carryover_kernel(3, 0.5)
+    got = np.asarray(jax.jit(apply_kernel)(lags, k))
+    ref = np.zeros((17, 2))
+    for t in range(17):
+        for l in range(3):
+            ref[t] += float(k[l]) * x[t + 3 - (l + 1)]
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+    vm = jax.vmap(lambda r: carryover_kernel(3, r))(jnp.array([0.1, 0.5]))
+    assert vm.shape == (2, 3)
