@@ -1,0 +1,452 @@
+"""Command line: ``dice-prob demo | run | report | bench``.
+
+Every subcommand prints one progress line per stage and a one-screen summary at the end, exits 0 on success and
+non-zero with ONE actionable line on bad input (missing file, unknown column, NaN, too few rows, bad config key);
+``--debug`` shows the full traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+from dice_prob.errors import ConvergenceWarning, DiceProbError
+
+EXIT_OK = 0
+EXIT_BAD_INPUT = 2
+EXIT_FAILED = 1
+EXIT_INTERRUPTED = 130
+
+
+# ====================================================================================== configs
+def fast_config(config=None):
+    """The small ``--fast`` setting (CI / tutorials): short NUTS, one chain, few epochs, few graph samples.
+
+    Examples
+    --------
+    >>> fast_config().stage1.num_chains
+    1
+    """
+    from dice_prob.config import PipelineConfig
+
+    c = PipelineConfig() if config is None else config
+    return c.replace(
+        stage1=c.stage1.replace(num_warmup=150, num_samples=150, num_chains=1),
+        decoder=c.decoder.replace(hidden_size=16, message_size=8, embed_size=4, max_epochs=25, patience=8),
+        diagnostics=c.diagnostics.replace(n_graph_samples=40, n_windows=16),
+    )
+
+
+def demo_config(fast: bool = False):
+    """The demo's pipeline config: ``mmm`` Stage 1 on the embedded funnel(mode="mmm") data.
+
+    The fast setting trains one comparison decoder (``oracle``); the frozen graph swap still evaluates the
+    posterior-trained decoder under the empty, full, random and permuted inputs.
+
+    Examples
+    --------
+    >>> demo_config(fast=True).stage1.mode
+    'mmm'
+    """
+    from dice_prob.config import PipelineConfig
+
+    base = PipelineConfig()
+    base = base.replace(stage1=base.stage1.replace(mode="mmm"))
+    if fast:
+        return fast_config(base).replace(comparison_decoders=("oracle",))
+    return base.replace(
+        stage1=base.stage1.replace(num_warmup=300, num_samples=300, num_chains=2),
+        decoder=base.decoder.replace(max_epochs=150, patience=20),
+        diagnostics=base.diagnostics.replace(n_graph_samples=100),
+    )
+
+
+def _with_progress_bars(config, enabled: bool):
+    """Progress bars only on an interactive terminal (they do not change any number)."""
+    return config.replace(
+        stage1=config.stage1.replace(progress_bar=enabled),
+        decoder=config.decoder.replace(progress_bar=enabled),
+    )
+
+
+# ====================================================================================== output helpers
+class _Progress:
+    def __init__(self, quiet: bool = False) -> None:
+        self.t0 = time.perf_counter()
+        self.quiet = quiet
+
+    def __call__(self, msg: str) -> None:
+        if not self.quiet:
+            print(f"[dice-prob {time.perf_counter() - self.t0:6.1f}s] {msg}", file=sys.stderr, flush=True)
+
+
+def _one_line(exc: BaseException) -> str:
+    msg = " ".join(str(exc).split()) or type(exc).__name__
+    return msg
+
+
+def _warning_line(message, category, filename, lineno, file=None, line=None):  # noqa: ARG001
+    print(f"dice-prob: warning: {category.__name__}: {_one_line(Exception(str(message)))}", file=sys.stderr)
+
+
+def _num(x, spec: str = ".4g") -> str:
+    """A number formatted with ``spec``, or ``n/a`` for None/NaN (JSON stores NaN as null)."""
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return "n/a"
+    return "n/a" if v != v else format(v, spec)
+
+
+def _fmt_s(s: dict | None) -> str:
+    if not s:
+        return "n/a"
+    return f"{_num(s.get('mean'))} [{_num(s.get('hdi_low'))}, {_num(s.get('hdi_high'))}]"
+
+
+def print_summary(res, out: Path | None, *, file=None) -> None:
+    """A one-screen summary of a pipeline result."""
+    file = sys.stdout if file is None else file
+    s = res.summary
+    h = s.get("headline", {})
+    data = s.get("data", {})
+    conv = s.get("convergence", {}) or {}
+    prob = res.config.diagnostics.hdi_prob
+    pct = int(round(100 * prob))
+    lines = ["", "dice-prob summary", "=" * 60]
+    r, t, d = data.get("shape", res.panel.shape)
+    lines.append(
+        f"data         {r} shop(s) x {t} steps x {d} nodes; target {data.get('target', res.panel.target)}"
+    )
+    tt = s.get("timings_s", {})
+    lines.append(
+        "time         "
+        + ", ".join(f"{k} {_num(v, '.1f')}s" for k, v in tt.items() if k != "total")
+        + f"; total {_num(tt.get('total'), '.1f')}s"
+    )
+    if conv:
+        ok = conv.get("ok")
+        lines.append(
+            f"convergence  {'ok' if ok else 'POOR'}: max r_hat {_num(conv.get('max_r_hat'), '.3f')}, "
+            f"min ESS {_num(conv.get('min_ess'), '.0f')}, divergences {conv.get('n_divergences', 'n/a')}"
+        )
+    lines.append(f"graph        {h.get('n_edges_pip_gt_05', 'n/a')} candidate edge(s) with PIP > 0.5")
+    edges = res.tables.get("edges")
+    if edges is not None and len(edges):
+        e = edges
+        if "unit" in e.columns:
+            e = e.groupby(["source", "target"], sort=False)["pip"].mean().reset_index()
+            e = e.sort_values("pip", ascending=False, kind="stable")
+        top = ", ".join(f"{a}->{b} {p:.2f}" for a, b, p in e[["source", "target", "pip"]].head(5).to_numpy())
+        lines.append(f"top edges    {top}")
+    lines.append(
+        f"MSE@{res.config.diagnostics.horizon}        {_fmt_s(h.get('mse7'))} ({pct}% HDI over graph samples); "
+        f"persistence {_num(h.get('mse7_persistence'))}"
+    )
+    if "pip_scores" in h:
+        ps = h["pip_scores"]
+        au, na = ps.get("auroc"), ps.get("nauprc")
+        lines.append(
+            "vs truth     PIP AUROC "
+            + _num(au, ".3f")
+            + ", PIP nAUPRC "
+            + _num(na, ".3f")
+            + (f", AR-CIG nAUPRC {_fmt_s(h.get('ar_cig_nauprc'))}" if "ar_cig_nauprc" in h else "")
+        )
+    else:
+        lines.append("vs truth     no true graph: truth-based scores skipped")
+    att = h.get("attribution", {})
+    if att:
+        lines.append(
+            f"attribution  {att.get('verdict')}: AR-CIG vs PIP rank correlation {_fmt_s(att.get('spearman'))}"
+        )
+    if out is not None:
+        lines.append(f"results      {out}")
+        if (out / "report.html").exists():
+            lines.append(f"report       {out / 'report.html'}")
+    lines.append("=" * 60)
+    print("\n".join(lines), file=file)
+
+
+# ====================================================================================== commands
+def _key(seed: int):
+    import jax
+
+    return jax.random.key(int(seed))
+
+
+def _cmd_demo(args) -> int:
+    from dice_prob.data.default import default_simulation
+    from dice_prob.pipeline import run_pipeline
+
+    _check_out(args.out)
+    log = _Progress(args.quiet)
+    log(f"generating the embedded default data (funnel, mode='mmm'{', fast' if args.fast else ''})")
+    sim = default_simulation(fast=args.fast)
+    config = demo_config(args.fast)
+    if args.config:
+        from dice_prob.pipeline import load_config
+
+        config = load_config(args.config)
+        if args.fast:
+            config = fast_config(config)
+    config = _with_progress_bars(config, sys.stderr.isatty() and not args.quiet)
+    res = run_pipeline(_key(args.seed), sim.panel, config=config, truth=sim.graph, log=log)
+    note = f"data: embedded default (funnel mode='mmm', {'fast' if args.fast else 'full'} setting, fixed key)"
+    if args.fast:
+        note += (
+            "; fast setting: short NUTS on one chain, few decoder epochs and one comparison decoder (oracle), "
+            "so expect poorer convergence and forecasts than the full demo"
+        )
+    res.summary.setdefault("notes", []).insert(0, note)
+    log(f"writing results and report to {args.out}")
+    out = res.save(args.out, report=True)
+    print_summary(res, out)
+    return EXIT_OK
+
+
+def _check_out(out) -> None:
+    """Refuse an --out folder that holds something else before spending minutes on the run."""
+    from dice_prob._io_atomic import COMPLETE_MARKER, _is_replaceable
+    from dice_prob.errors import DataValidationError
+
+    if not _is_replaceable(Path(out).absolute()):
+        raise DataValidationError(
+            f"--out: {out} exists and is not a dice_prob result folder (no {COMPLETE_MARKER}); "
+            "choose a new or empty folder"
+        )
+
+
+def _split_names(values) -> list[str] | None:
+    if values is None:
+        return None
+    out = []
+    for v in values:
+        out.extend(x.strip() for x in str(v).split(",") if x.strip())
+    return out
+
+
+def read_panel_csv(args):
+    """Build a Panel from ``dice-prob run`` arguments via :func:`dice_prob.data.io.read_csv`."""
+    from dice_prob.data.io import read_csv
+    from dice_prob.data.panel import Panel
+    from dice_prob.errors import DataValidationError
+
+    path = Path(args.data)
+    if not path.is_file():
+        raise DataValidationError(
+            f"DATA: file {str(path)!r} not found; pass the path of an existing CSV file"
+        )
+    kwargs = {
+        "time": args.time,
+        "target": args.target,
+        "shop": args.shop,
+        "channels": _split_names(args.channels),
+        "intermediates": tuple(_split_names(args.intermediates) or ()),
+        "controls": tuple(_split_names(args.controls) or ()),
+        "context": _split_names(args.context),
+        "layout": args.layout,
+    }
+    if args.nodes:
+        kwargs["nodes"] = _split_names(args.nodes)
+    panel = read_csv(path, **kwargs)
+    if args.train_steps is not None:
+        train_steps = int(args.train_steps)
+    else:  # the package's one split convention: the last 20% of the steps are the test region
+        from dice_prob.data.windows import test_start
+
+        train_steps = max(2, test_start(panel.n_steps, 0.2))
+    return Panel(
+        panel.values,
+        panel.nodes,
+        panel.roles,
+        panel.context,
+        train_steps=train_steps,
+        shop_ids=panel.shop_ids,
+        time_index=panel.time_index,
+    )
+
+
+def _cmd_run(args) -> int:
+    from dice_prob.config import PipelineConfig
+    from dice_prob.errors import DataValidationError
+    from dice_prob.pipeline import load_config, run_pipeline
+
+    if not Path(args.data).is_file():
+        raise DataValidationError(
+            f"DATA: file {str(args.data)!r} not found; pass the path of an existing CSV file"
+        )
+    _check_out(args.out)
+    log = _Progress(args.quiet)
+    config = load_config(args.config) if args.config else PipelineConfig()
+    if args.fast:
+        config = fast_config(config)
+    log(f"reading {args.data}")
+    panel = read_panel_csv(args)
+    log(f"panel: {panel!r}")
+    config = _with_progress_bars(config, sys.stderr.isatty() and not args.quiet)
+    res = run_pipeline(_key(args.seed), panel, config=config, truth=None, log=log)
+    res.summary.setdefault("notes", []).insert(0, f"data: {Path(args.data).name}")
+    log(f"writing results and report to {args.out}")
+    out = res.save(args.out, report=True)
+    print_summary(res, out)
+    return EXIT_OK
+
+
+def _cmd_report(args) -> int:
+    from dice_prob.errors import DataValidationError
+    from dice_prob.pipeline import load_result
+    from dice_prob.report import report
+
+    root = Path(args.dir)
+    if not root.is_dir():
+        raise DataValidationError(f"DIR: folder {str(root)!r} not found; pass a folder written by demo/run")
+    res = load_result(root)
+    path = Path(args.output) if args.output else root / "report.html"
+    report(res, path)
+    print(f"report written to {path}")
+    return EXIT_OK
+
+
+def benchmarks_dir() -> Path | None:
+    """The repository's ``benchmarks/`` folder (None in a wheel install, where it is not shipped)."""
+    candidates = [Path(__file__).resolve().parent.parent / "benchmarks", Path.cwd() / "benchmarks"]
+    for c in candidates:
+        if c.is_dir() and any(c.glob("*.py")):
+            return c
+    return None
+
+
+def _cmd_bench(args) -> int:
+    from dice_prob.errors import DataValidationError
+
+    bdir = benchmarks_dir()
+    if bdir is None:
+        raise DataValidationError(
+            "bench: no benchmarks/ folder found (it ships with the source repository, not the wheel); "
+            "run from a git checkout: git clone ... && pip install -e . && dice-prob bench"
+        )
+    names = sorted(p.stem for p in bdir.glob("*.py") if not p.stem.startswith("_"))
+    if not args.name:
+        print(f"benchmarks in {bdir}:")
+        for n in names:
+            print(f"  {n}")
+        print("run one with: dice-prob bench NAME [--fast]")
+        return EXIT_OK
+    name = args.name[:-3] if args.name.endswith(".py") else args.name
+    if name not in names:
+        raise DataValidationError(f"bench: unknown benchmark {name!r}; available: {names}")
+    cmd = [sys.executable, str(bdir / f"{name}.py")] + (["--fast"] if args.fast else [])
+    print(f"running {' '.join(cmd)}", file=sys.stderr, flush=True)
+    return subprocess.call(cmd, cwd=str(bdir.parent))
+
+
+# ====================================================================================== parser / main
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="dice-prob",
+        description="Graph posteriors, graph-safe decoders and influence diagnostics for marketing mix models.",
+    )
+    p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    p.add_argument("--quiet", action="store_true", help="no per-stage progress lines")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    d = sub.add_parser("demo", help="run the pipeline on the embedded default data and write a report")
+    d.add_argument("--out", default="demo-out", help="result folder (default: demo-out)")
+    d.add_argument("--fast", action="store_true", help="small setting for CI and tutorials (about a minute)")
+    d.add_argument("--seed", type=int, default=0, help="pipeline seed (the data key is fixed)")
+    d.add_argument("--config", help="TOML/JSON PipelineConfig file overriding the demo setting")
+    d.set_defaults(func=_cmd_demo)
+
+    r = sub.add_parser("run", help="run the pipeline on your own CSV (long or wide)")
+    r.add_argument(
+        "data", metavar="DATA.csv", help="CSV file: one row per (shop, time) or per (shop, time, node)"
+    )
+    r.add_argument("--time", required=True, help="time column")
+    r.add_argument("--target", required=True, help="target column / node name (e.g. sales)")
+    r.add_argument("--shop", help="shop / geo column (omit for one series)")
+    r.add_argument("--nodes", nargs="+", help="node columns to use (default: every numeric column)")
+    r.add_argument("--channels", nargs="+", help="channel (spend) nodes (default: every other node)")
+    r.add_argument("--intermediates", nargs="+", help="mid-funnel nodes (may receive edges)")
+    r.add_argument("--controls", nargs="+", help="control nodes (exogenous)")
+    r.add_argument("--context", nargs="+", help="per-shop context columns")
+    r.add_argument(
+        "--layout", choices=("wide", "long", "auto"), default="auto", help="CSV layout (default auto)"
+    )
+    r.add_argument(
+        "--train-steps",
+        type=int,
+        help="leading steps Stage 1 and the standardisation are fitted on (default: all but the last 20%%, "
+        "the test region every forecast and influence score is computed on)",
+    )
+    r.add_argument("--config", help="TOML/JSON PipelineConfig file")
+    r.add_argument("--seed", type=int, default=0, help="pipeline seed")
+    r.add_argument("--out", required=True, help="result folder")
+    r.add_argument("--fast", action="store_true", help="small setting (short NUTS, few epochs)")
+    r.set_defaults(func=_cmd_run)
+
+    rep = sub.add_parser("report", help="rebuild report.html from a saved result folder")
+    rep.add_argument("dir", metavar="DIR", help="result folder written by demo/run")
+    rep.add_argument("--output", help="HTML path (default DIR/report.html)")
+    rep.set_defaults(func=_cmd_report)
+
+    b = sub.add_parser("bench", help="run a benchmark script from the repository's benchmarks/ folder")
+    b.add_argument("name", nargs="?", help="benchmark name (omit to list them)")
+    b.add_argument("--fast", action="store_true", help="the benchmark's fast setting")
+    b.set_defaults(func=_cmd_bench)
+    return p
+
+
+def main(argv=None) -> int:
+    """Entry point of the ``dice-prob`` console script; returns the exit code.
+
+    0 on success, 2 on bad input (one ``dice-prob: error: ...`` line on stderr), 1 on an internal failure, 130
+    when interrupted. ``--debug`` lets the exception and its traceback through instead.
+
+    Examples
+    --------
+    >>> main(["report", "no-such-folder"])   # prints one error line on stderr
+    2
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_BAD_INPUT
+    with warnings.catch_warnings():
+        # a CLI reports poor convergence and carries on; it never turns a warning into a crash
+        warnings.filterwarnings("default", category=ConvergenceWarning)
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        if args.debug:
+            return int(args.func(args) or 0)
+        return _run_safely(args)
+
+
+def _run_safely(args) -> int:
+    old_show = warnings.showwarning
+    warnings.showwarning = _warning_line
+    try:
+        return int(args.func(args) or 0)
+    except (DiceProbError, OSError, ValueError) as exc:
+        print(f"dice-prob: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_BAD_INPUT if isinstance(exc, (DiceProbError, OSError)) else EXIT_FAILED
+    except KeyboardInterrupt:
+        print("dice-prob: interrupted; no result was written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # an internal failure: still one line, with how to see more
+        print(
+            f"dice-prob: error: {type(exc).__name__}: {_one_line(exc)} (rerun with --debug for the traceback)",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    finally:
+        warnings.showwarning = old_show
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

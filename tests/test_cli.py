@@ -1,0 +1,225 @@
+"""``dice-prob`` CLI: bad input gives one actionable line and a non-zero exit; CSV runs match the Python API."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import warnings
+
+import jax
+import numpy as np
+import pytest
+
+from dice_prob import cli
+from dice_prob.config import DecoderConfig, DiagnosticsConfig, PipelineConfig, Stage1Config
+from dice_prob.data import simulate
+from dice_prob.data.io import write_csv
+from dice_prob.errors import ConvergenceWarning
+from dice_prob.pipeline import load_result, run_pipeline, save_config
+
+TINY = PipelineConfig(
+    stage1=Stage1Config(n_lags=2, num_warmup=50, num_samples=50, num_chains=1, progress_bar=False),
+    decoder=DecoderConfig(
+        hidden_size=8, message_size=4, embed_size=4, history=10, max_epochs=2, patience=2, progress_bar=False
+    ),
+    diagnostics=DiagnosticsConfig(n_graph_samples=6, n_windows=6),
+    comparison_decoders=(),
+)
+ROLE_ARGS = ["--channels", "ch0", "ch1", "ch2", "ch3", "ch4", "--intermediates", "mid0", "mid1"]
+
+
+@pytest.fixture(scope="module")
+def sim():
+    return simulate.funnel(jax.random.key(3), n_shops=2, n_steps=60, n_lags=2, mode="linear")
+
+
+@pytest.fixture
+def wide_csv(sim, tmp_path):
+    return write_csv(sim.panel, tmp_path / "data.csv", layout="wide")
+
+
+def _run_args(csv, out, *extra):
+    return [
+        "run",
+        str(csv),
+        "--time",
+        "time",
+        "--shop",
+        "shop",
+        "--target",
+        "target",
+        *ROLE_ARGS,
+        "--out",
+        str(out),
+        *extra,
+    ]
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith("[dice-prob")]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    assert lines[0].startswith("dice-prob: error: ")
+    return lines[0]
+
+
+def test_missing_file(tmp_path, capsys):
+    rc = cli.main(_run_args(tmp_path / "nope.csv", tmp_path / "out"))
+    assert rc != 0
+    line = _one_error_line(capsys)
+    assert "nope.csv" in line and "not found" in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_column(wide_csv, tmp_path, capsys):
+    args = _run_args(wide_csv, tmp_path / "out")
+    args[args.index("--target") + 1] = "revenue"
+    assert cli.main(args) != 0
+    line = _one_error_line(capsys)
+    assert "revenue" in line and "--target" in line
+
+
+def test_unknown_shop_column(wide_csv, tmp_path, capsys):
+    args = _run_args(wide_csv, tmp_path / "out")
+    args[args.index("--shop") + 1] = "store"
+    assert cli.main(args) != 0
+    assert "store" in _one_error_line(capsys)
+
+
+def test_nan_in_data(sim, tmp_path, capsys):
+    df = sim.panel.to_frame("wide")
+    df.loc[17, "mid0"] = np.nan
+    path = tmp_path / "nan.csv"
+    df.to_csv(path, index=False)
+    assert cli.main(_run_args(path, tmp_path / "out")) != 0
+    line = _one_error_line(capsys)
+    assert "mid0" in line and "missing" in line
+
+
+def test_too_few_rows(sim, tmp_path, capsys):
+    short = sim.panel.to_frame("wide")
+    short = short[short["time"] < 20]
+    path = tmp_path / "short.csv"
+    short.to_csv(path, index=False)
+    assert cli.main(_run_args(path, tmp_path / "out")) != 0
+    line = _one_error_line(capsys)
+    assert "20 time steps" in line and "history" in line
+
+
+def test_bad_config_key(wide_csv, tmp_path, capsys):
+    cfg = tmp_path / "cfg.toml"
+    cfg.write_text("[decoder]\nhiden_size = 8\n")
+    assert cli.main(_run_args(wide_csv, tmp_path / "out", "--config", str(cfg))) != 0
+    line = _one_error_line(capsys)
+    assert "hiden_size" in line and "hidden_size" in line
+
+
+def test_bad_config_value(wide_csv, tmp_path, capsys):
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text('{"stage1": {"num_chains": 0}}')
+    assert cli.main(_run_args(wide_csv, tmp_path / "out", "--config", str(cfg))) != 0
+    assert "num_chains" in _one_error_line(capsys)
+
+
+def test_report_of_missing_folder(tmp_path, capsys):
+    assert cli.main(["report", str(tmp_path / "none")]) != 0
+    assert "not found" in _one_error_line(capsys)
+
+
+def test_out_folder_with_foreign_files_is_refused_before_running(wide_csv, tmp_path, capsys, monkeypatch):
+    from dice_prob import pipeline
+
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    monkeypatch.setattr(pipeline, "run_pipeline", lambda *a, **k: pytest.fail("must not run"))
+    assert cli.main(_run_args(wide_csv, out)) != 0
+    assert "not a dice_prob result folder" in _one_error_line(capsys)
+    assert (out / "notes.txt").read_text() == "keep me"
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    with pytest.raises(ValueError, match="not found"):
+        cli.main(["--debug", *_run_args(tmp_path / "nope.csv", tmp_path / "out")])
+
+
+def test_bench_lists_and_rejects(capsys, monkeypatch):
+    assert cli.main(["bench"]) == 0
+    assert "demo_timing" in capsys.readouterr().out
+    assert cli.main(["bench", "no_such_benchmark"]) != 0
+    assert "no_such_benchmark" in _one_error_line(capsys)
+    monkeypatch.setattr(cli, "benchmarks_dir", lambda: None)
+    assert cli.main(["bench", "demo_timing"]) != 0
+    assert "no benchmarks/ folder" in _one_error_line(capsys)
+
+
+def test_console_script_bad_input_has_no_traceback(tmp_path):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dice_prob.cli",
+            "run",
+            str(tmp_path / "x.csv"),
+            "--time",
+            "t",
+            "--target",
+            "y",
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"dice-prob: error: DATA: file '{tmp_path / 'x.csv'}' not found; pass the path of an existing CSV file"
+    ]
+
+
+@pytest.mark.slow
+def test_run_on_csv_matches_python_api(sim, tmp_path, capsys):
+    """Long and wide CSVs through ``dice-prob run`` give the same PIPs as run_pipeline with the same key."""
+    cfg_path = save_config(TINY, tmp_path / "cfg.toml")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        api = run_pipeline(jax.random.key(11), sim.panel, config=TINY)
+    for layout in ("wide", "long"):
+        csv = write_csv(sim.panel, tmp_path / f"{layout}.csv", layout=layout)
+        out = tmp_path / f"out_{layout}"
+        args = _run_args(
+            csv, out, "--config", str(cfg_path), "--seed", "11", "--context", "context0", "context1"
+        )
+        assert cli.main(args) == 0, capsys.readouterr().err
+        res = load_result(out)
+        np.testing.assert_allclose(res.pip, api.pip, atol=1e-6)
+        np.testing.assert_array_equal(res.panel.values, sim.panel.values)
+        assert res.panel.train_steps == sim.panel.train_steps
+        assert "no true graph" in " ".join(res.summary["notes"])
+        assert "dice-prob summary" in capsys.readouterr().out
+    # `report DIR` rebuilds the HTML from the saved folder
+    (out / "report.html").unlink()
+    assert cli.main(["report", str(out)]) == 0
+    assert "Attribution check" in (out / "report.html").read_text()
+
+
+@pytest.mark.slow
+def test_demo_fast_writes_a_complete_report(tmp_path):
+    out = tmp_path / "demo"
+    proc = subprocess.run(
+        [sys.executable, "-m", "dice_prob.cli", "demo", "--fast", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "dice-prob summary" in proc.stdout
+    html = (out / "report.html").read_text()
+    for heading in ("What was run", "Posterior graph", "Forecast", "Graph swap", "Attribution check"):
+        assert heading in html
+    assert (out / "summary.json").exists()
