@@ -111,6 +111,19 @@ class Stage1Config(_ConfigBase):
     has divergences, raises a ``ConvergenceWarning``. ``edge_gibbs``: after every NUTS transition, update each
     edge's coefficient block from its exact full conditional (a two-component Gaussian mixture), which moves
     edges between spike and slab; ``False`` leaves NUTS alone on the marginalised mixture density.
+
+    Examples
+    --------
+    >>> import dice_prob as dp
+    >>> cfg = dp.Stage1Config(n_lags=3, num_warmup=200, num_samples=200, num_chains=2)
+    >>> cfg.mode, cfg.graph_sharing, cfg.n_lags
+    ('linear', 'shop', 3)
+    >>> cfg.replace(num_chains=4).num_chains
+    4
+    >>> dp.Stage1Config(n_lags=0)
+    Traceback (most recent call last):
+        ...
+    dice_prob.errors.ConfigError: Stage1Config.n_lags: must be an integer in [1, 60], got 0
     """
 
     mode: str = "linear"
@@ -189,6 +202,17 @@ class DecoderConfig(_ConfigBase):
     ``loss_weighting``: ``ar_residual`` weights each node's squared error by the inverse of that AR fit's
     one-step residual variance (floored at 0.01, normalised to mean 1) — a per-node Gaussian likelihood, so
     predictable nodes are not drowned by noisy ones; ``none`` weights all nodes equally.
+
+    Examples
+    --------
+    >>> import dice_prob as dp
+    >>> cfg = dp.DecoderConfig(hidden_size=8, history=14, horizon=7, max_epochs=50)
+    >>> cfg.architecture, cfg.graph_mode, cfg.history + cfg.horizon
+    ('graph_safe', 'posterior', 21)
+    >>> dp.DecoderConfig(architecture="rnn")
+    Traceback (most recent call last):
+        ...
+    dice_prob.errors.ConfigError: DecoderConfig.architecture: must be one of ['graph_safe', 'dense', 'ar_only'], got 'rnn'
     """
 
     architecture: str = "graph_safe"
@@ -244,7 +268,21 @@ class DecoderConfig(_ConfigBase):
 
 @dataclasses.dataclass(frozen=True)
 class DiagnosticsConfig(_ConfigBase):
-    """CIG / AR-CIG / graph-swap settings."""
+    """CIG / AR-CIG / graph-swap settings.
+
+    Examples
+    --------
+    >>> import dice_prob as dp
+    >>> cfg = dp.DiagnosticsConfig(horizon=14, n_windows=8)
+    >>> cfg.method, cfg.hdi_prob
+    ('finite', 0.94)
+    >>> dp.DiagnosticsConfig.from_json(cfg.to_json()) == cfg
+    True
+    >>> dp.DiagnosticsConfig(hdi_prob=1.5)
+    Traceback (most recent call last):
+        ...
+    dice_prob.errors.ConfigError: DiagnosticsConfig.hdi_prob: must be in (0, 1)
+    """
 
     horizon: int = 7
     delta: float = 1.0
@@ -265,7 +303,29 @@ class DiagnosticsConfig(_ConfigBase):
 
 @dataclasses.dataclass(frozen=True)
 class PipelineConfig(_ConfigBase):
-    """Data -> Stage 1 -> Stage 2 -> diagnostics -> report."""
+    """Data -> Stage 1 -> Stage 2 -> diagnostics -> report.
+
+    Examples
+    --------
+    >>> import dice_prob as dp
+    >>> cfg = dp.PipelineConfig(stage1=dp.Stage1Config(num_samples=50), comparison_decoders=("oracle",))
+    >>> d = cfg.to_dict()
+    >>> d["stage1"]["num_samples"], d["comparison_decoders"]
+    (50, ['oracle'])
+    >>> dp.PipelineConfig.from_dict(d) == cfg
+    True
+
+    Validation names the offending field, and unknown keys are an error:
+
+    >>> dp.PipelineConfig(comparison_decoders=("rnn",))
+    Traceback (most recent call last):
+        ...
+    dice_prob.errors.ConfigError: PipelineConfig.comparison_decoders: must be one of ['oracle', 'empty', 'full', 'hard', 'dense', 'ar_only'], got 'rnn'
+    >>> dp.PipelineConfig.from_dict({"stage_1": {}})  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+        ...
+    dice_prob.errors.ConfigError: PipelineConfig: unknown key(s) ['stage_1']; valid keys are [...]
+    """
 
     _nested: ClassVar[dict[str, type]] = {}
 

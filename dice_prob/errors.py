@@ -13,7 +13,19 @@ class DiceProbError(Exception):
 
 
 class DataValidationError(DiceProbError, ValueError):
-    """Data handed to dice_prob is unusable: NaN/inf, wrong shape, too short, unknown names, negative spends."""
+    """Data handed to dice_prob is unusable: NaN/inf, wrong shape, too short, unknown names, negative spends.
+
+    Examples
+    --------
+    >>> from dice_prob.errors import DataValidationError, DiceProbError
+    >>> issubclass(DataValidationError, ValueError), issubclass(DataValidationError, DiceProbError)
+    (True, True)
+    >>> try:
+    ...     raise DataValidationError("values: contains NaN")
+    ... except ValueError as exc:  # callers that do not know dice_prob still catch it
+    ...     print(type(exc).__name__, "-", exc)
+    DataValidationError - values: contains NaN
+    """
 
 
 class GraphValidationError(DiceProbError, ValueError):
@@ -37,6 +49,20 @@ class ConvergenceWarning(UserWarning):
 
 
 def check(condition: bool, message: str, error: type[DiceProbError] = DataValidationError) -> None:
-    """Raise ``error(message)`` unless ``condition`` holds."""
+    """Raise ``error(message)`` unless ``condition`` holds.
+
+    Examples
+    --------
+    >>> from dice_prob.errors import ConfigError, check
+    >>> check(3 > 0, "n: must be positive")  # passes silently
+    >>> check(-1 > 0, "n: must be positive, got -1")
+    Traceback (most recent call last):
+        ...
+    dice_prob.errors.DataValidationError: n: must be positive, got -1
+    >>> check(False, "alpha: must be in (0, 1)", ConfigError)
+    Traceback (most recent call last):
+        ...
+    dice_prob.errors.ConfigError: alpha: must be in (0, 1)
+    """
     if not condition:
         raise error(message)

@@ -74,7 +74,16 @@ def validate_adjacency(
 
 
 def offdiag_mask(n_nodes: int) -> np.ndarray:
-    """Boolean (d, d) mask that is True off the diagonal."""
+    """Boolean (d, d) mask that is True off the diagonal.
+
+    Examples
+    --------
+    >>> from dice_prob.graph import offdiag_mask
+    >>> offdiag_mask(3).astype(int)
+    array([[0, 1, 1],
+           [1, 0, 1],
+           [1, 1, 0]])
+    """
     return ~np.eye(n_nodes, dtype=bool)
 
 
@@ -133,7 +142,17 @@ def reach(graph, hops: int) -> np.ndarray:
 
 
 def density(graph, mask=None) -> float:
-    """Share of pairs in ``mask`` (default: off-diagonal) that are edges."""
+    """Share of pairs in ``mask`` (default: off-diagonal) that are edges.
+
+    Examples
+    --------
+    >>> from dice_prob.graph import density, support_mask_from_roles
+    >>> a = [[0, 1, 1], [0, 0, 0], [0, 0, 0]]
+    >>> round(density(a), 3)  # 2 of the 6 off-diagonal pairs
+    0.333
+    >>> density(a, mask=support_mask_from_roles(["channel", "intermediate", "target"]))  # 2 of 3 allowed
+    0.6666666666666666
+    """
     a = np.asarray(graph) != 0
     m = offdiag_mask(a.shape[-1]) if mask is None else np.asarray(mask, dtype=bool)
     return float(a[..., m].mean())
@@ -165,7 +184,22 @@ def to_networkx(graph, nodes: Sequence[str] | None = None, *, threshold: float =
 def from_networkx(
     g: nx.DiGraph, nodes: Sequence[str] | None = None, *, weight: str | None = None
 ) -> np.ndarray:
-    """The ``(d, d)`` adjacency ``A[src, dst]`` of a directed graph, in the order of ``nodes``."""
+    """The ``(d, d)`` adjacency ``A[src, dst]`` of a directed graph, in the order of ``nodes``.
+
+    Examples
+    --------
+    >>> import networkx as nx
+    >>> from dice_prob.graph import from_networkx
+    >>> g = nx.DiGraph()
+    >>> g.add_edge("tv", "sales", weight=0.9)
+    >>> g.add_edge("search", "sales", weight=0.4)
+    >>> from_networkx(g, ["tv", "search", "sales"])
+    array([[0., 0., 1.],
+           [0., 0., 1.],
+           [0., 0., 0.]])
+    >>> from_networkx(g, ["tv", "search", "sales"], weight="weight")[:, 2]
+    array([0.9, 0.4, 0. ])
+    """
     names = list(nodes) if nodes is not None else list(g.nodes)
     index = {n: k for k, n in enumerate(names)}
     a = np.zeros((len(names), len(names)))

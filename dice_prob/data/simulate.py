@@ -80,6 +80,21 @@ class Simulation:
         Generating parameters (NumPy arrays), at least ``weights`` (R, d, d, L) and ``ar`` (R, d).
     info : dict
         Generator settings and recorded checks (JSON-serialisable).
+
+    Examples
+    --------
+    >>> import jax
+    >>> import numpy as np
+    >>> import dice_prob as dp
+    >>> sim = dp.simulate.funnel(jax.random.key(0), n_shops=2, n_steps=40, n_channels=2, n_intermediate=1)
+    >>> sim.panel.nodes, sim.panel.values.shape
+    (('ch0', 'ch1', 'mid0', 'target'), (2, 40, 4))
+    >>> sim.graph.shape, sim.graphs.shape, sim.graph_of_shop(1).shape  # one graph per shop
+    ((2, 4, 4), (2, 4, 4), (4, 4))
+    >>> bool(np.all((sim.graphs != 0) <= sim.support_mask))  # true edges lie in the role support
+    True
+    >>> sim.params["weights"].shape[:3]
+    (2, 4, 4)
     """
 
     panel: Panel

@@ -28,6 +28,18 @@ class Windows:
     shop : ndarray of int, shape (N,)
     origin : ndarray of int, shape (N,)  — index of the last observed step
     context : ndarray, shape (N, c), or None
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from dice_prob.data.windows import forecast_windows
+    >>> values = np.arange(2 * 20 * 3, dtype=float).reshape(2, 20, 3)  # 2 shops, 20 steps, 3 nodes
+    >>> w = forecast_windows(values, history=5, horizon=2, split="test")
+    >>> len(w), w.history.shape, w.future.shape, w.context is None
+    (6, (6, 5, 3), (6, 2, 3), True)
+    >>> sub = w.take([0, 4])
+    >>> sub.shop, sub.origin
+    (array([0, 1]), array([15, 16]))
     """
 
     history: np.ndarray
@@ -56,7 +68,22 @@ test_start.__test__ = False  # a library function, not a pytest test (its name s
 
 
 def window_origins(n_steps: int, *, history: int, horizon: int, split: str, test_fraction: float = 0.2):
-    """Valid origins ``t0`` for ``split`` in {'train', 'test', 'all'}."""
+    """Valid origins ``t0`` for ``split`` in {'train', 'test', 'all'}.
+
+    Examples
+    --------
+    >>> from dice_prob.data.windows import window_origins
+    >>> window_origins(20, history=5, horizon=2, split="all")
+    array([ 4,  5,  6,  7,  8,  9, 10, 11, 12, 13, 14, 15, 16, 17])
+    >>> window_origins(20, history=5, horizon=2, split="train", test_fraction=0.2)  # futures end before step 16
+    array([ 4,  5,  6,  7,  8,  9, 10, 11, 12, 13])
+    >>> window_origins(20, history=5, horizon=2, split="test", test_fraction=0.2)
+    array([15, 16, 17])
+    >>> window_origins(6, history=5, horizon=2, split="all")
+    Traceback (most recent call last):
+        ...
+    dice_prob.errors.DataValidationError: values: 6 time steps, but history 5 + horizon 2 needs at least 7; use a longer series or a shorter history/horizon
+    """
     if history < 1 or horizon < 1:
         raise DataValidationError(f"history and horizon must be >= 1, got {history} and {horizon}")
     if n_steps < history + horizon:
@@ -100,6 +127,22 @@ def forecast_windows(
     ----------
     values : array, shape (R, T, d)
         Usually ``panel.scaled``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from dice_prob.data.windows import forecast_windows
+    >>> values = np.arange(2 * 20 * 3, dtype=float).reshape(2, 20, 3)  # 2 shops, 20 steps, 3 nodes
+    >>> w = forecast_windows(values, history=5, horizon=2, split="test")
+    >>> w.history.shape, w.future.shape
+    ((6, 5, 3), (6, 2, 3))
+    >>> w.shop, w.origin
+    (array([0, 0, 0, 1, 1, 1]), array([15, 16, 17, 15, 16, 17]))
+    >>> w.history[0, :, 0], w.future[0, :, 0]  # node 0 of shop 0: steps 11..15, then 16..17
+    (array([33., 36., 39., 42., 45.]), array([48., 51.]))
+    >>> sub = forecast_windows(values, history=5, horizon=2, split="train", max_windows=4)  # evenly spaced
+    >>> sub.shop, sub.origin
+    (array([0, 0, 1, 1]), array([ 4, 10,  7, 13]))
     """
     v = np.asarray(values, dtype=np.float64)
     if v.ndim != 3:

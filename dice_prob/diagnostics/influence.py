@@ -74,7 +74,25 @@ class _Resolved:
 
 
 def resolve_decoder(decoder) -> _Resolved:
-    """Find the equinox module behind ``decoder`` and what it needs (graph, context, history length)."""
+    """Find the equinox module behind ``decoder`` and what it needs (graph, context, history length).
+
+    Accepts a :class:`~dice_prob.inference.train.TrainedDecoder`, a bare decoder module or any object with a
+    ``rollout`` method.
+
+    Examples
+    --------
+    >>> import jax
+    >>> from dice_prob.diagnostics.influence import resolve_decoder
+    >>> from dice_prob.models.decoder import GraphSafeDecoder
+    >>> dec = GraphSafeDecoder(3, hidden_size=4, message_size=2, embed_size=2, key=jax.random.key(0))
+    >>> res = resolve_decoder(dec)
+    >>> type(res.module).__name__, res.uses_graph, res.has_step, res.wants_context, res.history
+    ('GraphSafeDecoder', True, True, False, None)
+    >>> resolve_decoder(object())  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+        ...
+    dice_prob.errors.InputTypeError: decoder: expected a TrainedDecoder or an equinox decoder module ...
+    """
     model = getattr(decoder, "model", None)
     if isinstance(model, eqx.Module) and hasattr(model, "rollout"):
         module = model
@@ -177,6 +195,20 @@ def eval_windows(
     ``panel_or_windows`` is a :class:`~dice_prob.data.panel.Panel` (windows via
     :func:`~dice_prob.data.windows.forecast_windows` on ``panel.scaled``), a
     :class:`~dice_prob.data.windows.Windows`, or an array of histories ``(N, W, d)`` / ``(W, d)`` (standardised).
+
+    Examples
+    --------
+    >>> import jax
+    >>> import numpy as np
+    >>> import dice_prob as dp
+    >>> from dice_prob.diagnostics.influence import eval_windows
+    >>> sim = dp.simulate.funnel(jax.random.key(0), n_shops=1, n_steps=40, n_channels=2, n_intermediate=1)
+    >>> w, n_shops = eval_windows(sim.panel, history=10, horizon=3, n_windows=4)  # test windows of the panel
+    >>> len(w), n_shops, w.history.shape, w.future.shape
+    (4, 1, (4, 10, 4), (4, 3, 4))
+    >>> w, _ = eval_windows(np.zeros((6, 10, 4)), history=10, horizon=3, n_windows=None)  # bare histories
+    >>> len(w), w.future.shape  # no observed future
+    (6, (6, 0, 4))
     """
     if isinstance(panel_or_windows, Windows):
         w = panel_or_windows

@@ -110,6 +110,24 @@ def resolve_graph(panel: Panel, graph, config: DecoderConfig = _DEFAULT) -> _Gra
         Wrong size, NaN/inf, self-loops, probabilities outside [0, 1], a stack not matching the shops.
     ConfigError
         An unknown string, or ``None`` for the graph-safe architecture.
+
+    Examples
+    --------
+    >>> import jax
+    >>> import numpy as np
+    >>> import dice_prob as dp
+    >>> from dice_prob.inference.train import resolve_graph
+    >>> sim = dp.simulate.funnel(jax.random.key(0), n_shops=1, n_steps=40, n_channels=2, n_intermediate=1)
+    >>> src = resolve_graph(sim.panel, sim.graph, dp.DecoderConfig())
+    >>> src.mode, src.label, src.probs.shape  # one fixed graph, bank shape (S, K, d, d)
+    ('fixed', 'array', (1, 1, 4, 4))
+    >>> src = resolve_graph(sim.panel, "full", dp.DecoderConfig())  # every pair the roles allow
+    >>> src.mode, src.label, int(src.probs.sum()) == int(sim.panel.support_mask().sum())
+    ('fixed', 'full', True)
+    >>> resolve_graph(sim.panel, np.eye(4), dp.DecoderConfig())  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+        ...
+    dice_prob.errors.GraphValidationError: graph: has non-zero diagonal entries (self-loops)...
     """
     d, r = panel.n_nodes, panel.n_shops
     if config.architecture != "graph_safe":
@@ -182,7 +200,18 @@ def build_decoder(
     context_mean=None,
     context_scale=None,
 ):
-    """An untrained decoder of ``config.architecture`` (``key`` initialises the weights)."""
+    """An untrained decoder of ``config.architecture`` (``key`` initialises the weights).
+
+    Examples
+    --------
+    >>> import jax
+    >>> import dice_prob as dp
+    >>> from dice_prob.inference.train import build_decoder
+    >>> cfg = dp.DecoderConfig(hidden_size=4, message_size=2, embed_size=2, ar_lags=2)
+    >>> dec = build_decoder(jax.random.key(0), 4, config=cfg)  # architecture="dense"/"ar_only" -> baselines
+    >>> type(dec).__name__, dec.n_nodes, dec.ar_lags
+    ('GraphSafeDecoder', 4, 2)
+    """
     common = dict(
         context_size=context_size,
         ar_lags=config.ar_lags,

@@ -32,7 +32,16 @@ __all__ = ["GraphSafeDecoder", "hill", "teacher_forced_and_rollout"]
 
 
 def hill(u, half, slope):
-    """Hill saturation ``u^n / (u^n + K^n)`` for ``u >= 0`` (``K = half``, ``n = slope``)."""
+    """Hill saturation ``u^n / (u^n + K^n)`` for ``u >= 0`` (``K = half``, ``n = slope``).
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> import numpy as np
+    >>> from dice_prob.models.decoder import hill
+    >>> print(np.round(hill(jnp.array([-1.0, 1.0, 2.0, 4.0]), 2.0, 2.0), 3))  # 0.5 at u = half; u < 0 -> 0
+    [0.  0.2 0.5 0.8]
+    """
     u = jnp.maximum(u, 0.0)
     un = jnp.power(u + 1e-12, slope)
     return un / (un + jnp.power(half, slope))
@@ -58,6 +67,18 @@ def teacher_forced_and_rollout(model, x_history, horizon: int, graph, context=No
     Returns ``(tf, roll)``: ``tf`` (W, d) with row ``t`` predicting ``x_history[t + 1]`` (the last row predicts the
     first future step) and ``roll`` (horizon, d) with ``roll[0] == tf[-1]``. Works for every decoder with
     ``init_state``/``step`` (the graph-safe decoder and the baselines in :mod:`dice_prob.models.bypass`).
+
+    Examples
+    --------
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> from dice_prob.models.decoder import GraphSafeDecoder, teacher_forced_and_rollout
+    >>> dec = GraphSafeDecoder(3, hidden_size=4, message_size=2, embed_size=2, ar_lags=2, key=jax.random.key(0))
+    >>> A = jnp.array([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, 0.0]])  # x0 -> x1 -> x2
+    >>> x_history = jnp.linspace(-1.0, 1.0, 15).reshape(5, 3)  # (W, d), standardised
+    >>> tf, roll = teacher_forced_and_rollout(dec, x_history, 4, A)
+    >>> tf.shape, roll.shape, bool(jnp.allclose(roll[0], tf[-1]))
+    ((5, 3), (4, 3), True)
     """
     horizon = int(horizon)
     if horizon < 1:
@@ -246,6 +267,15 @@ class GraphSafeDecoder(eqx.Module):
 
 
 def n_parameters(model) -> int:
-    """Number of trainable scalars of a decoder."""
+    """Number of trainable scalars of a decoder.
+
+    Examples
+    --------
+    >>> import jax
+    >>> from dice_prob.models.decoder import GraphSafeDecoder, n_parameters
+    >>> dec = GraphSafeDecoder(3, hidden_size=4, message_size=2, embed_size=2, ar_lags=2, key=jax.random.key(0))
+    >>> n_parameters(dec)
+    234
+    """
     leaves = jax.tree_util.tree_leaves(eqx.filter(model, eqx.is_inexact_array))
     return int(sum(np.prod(x.shape) for x in leaves))

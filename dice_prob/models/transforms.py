@@ -139,5 +139,14 @@ def lag_stack(x, n_lags: int):
 
 
 def apply_kernel(lags, kernel):
-    """Weighted sum over the lag axis: ``sum_l kernel[..., l] * lags[..., l]``."""
+    """Weighted sum over the lag axis: ``sum_l kernel[..., l] * lags[..., l]``.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> from dice_prob.models.transforms import apply_kernel
+    >>> lags = jnp.array([[1.0, 2.0, 3.0], [0.0, 1.0, 0.0]])  # two series, lags 1..3
+    >>> print(apply_kernel(lags, jnp.array([0.5, 0.3, 0.2])))
+    [1.7 0.3]
+    """
     return jnp.sum(jnp.asarray(lags) * jnp.asarray(kernel), axis=-1)
