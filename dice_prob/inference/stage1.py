@@ -597,11 +597,13 @@ def fit_graph(rng_key, panel: Panel, *, config: Stage1Config = Stage1Config()) -
     >>> x[0, 1:, 2] += 0.9 * x[0, :-1, 0]
     >>> p = dp.Panel(x, roles=["channel", "channel", "target"])
     >>> cfg = dp.Stage1Config(n_lags=1, num_warmup=150, num_samples=150, progress_bar=False)
-    >>> with warnings.catch_warnings():  # doctest: +SKIP
+    >>> with warnings.catch_warnings():
     ...     warnings.simplefilter("ignore")  # a 150-draw run is too short for a clean bill of health
     ...     post = fit_graph(jax.random.key(0), p, config=cfg)
-    >>> bool(post.pip[0, 0, 2] > 0.9), post.pip.shape  # doctest: +SKIP
+    >>> bool(post.pip[0, 0, 2] > 0.9), post.pip.shape
     (True, (1, 3, 3))
+    >>> post.sample_graphs(jax.random.key(1), 100, shop=0).shape
+    (100, 3, 3)
     """
     _validate(panel, config)
     d = panel.n_nodes
