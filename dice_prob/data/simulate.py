@@ -761,7 +761,21 @@ def _funnel_settings(
     _check_choice(carryover, "carryover", _CARRYOVER)
     _check_choice(saturation, "saturation", _SATURATION)
     _check_float(burst_prob, "burst_prob", 0.0, 1.0)
-    return own_ar, channel_ar
+    # The response-model keywords of ``_generate``, validated and with mode defaults resolved: funnel, multi_graph
+    # and sparse_target pass exactly these, so they are decided in one place.
+    return {
+        "mode": mode,
+        "noise_scale": noise_scale,
+        "root_scale": root_scale,
+        "own_ar": own_ar,
+        "channel_ar": channel_ar,
+        "channel_correlation": channel_correlation,
+        "weight_scale": weight_scale,
+        "carryover": carryover,
+        "saturation": saturation,
+        "burst_prob": burst_prob,
+        "context_size": context_size,
+    }
 
 
 def funnel(
@@ -863,7 +877,7 @@ def funnel(
     ('target', True, (3, 8, 8))
     """
     _common_checks(n_shops, n_steps, n_lags, noise_scale, burn_in, max_radius, test_fraction, context_size)
-    own_ar, channel_ar = _funnel_settings(
+    response = _funnel_settings(
         mode=mode,
         n_channels=n_channels,
         n_intermediate=n_intermediate,
@@ -896,17 +910,7 @@ def funnel(
         nodes=nodes,
         n_steps=n_steps,
         n_lags=n_lags,
-        mode=mode,
-        noise_scale=noise_scale,
-        root_scale=root_scale,
-        own_ar=own_ar,
-        channel_ar=channel_ar,
-        channel_correlation=channel_correlation,
-        weight_scale=weight_scale,
-        carryover=carryover,
-        saturation=saturation,
-        burst_prob=burst_prob,
-        context_size=context_size,
+        **response,
         burn_in=burn_in,
         max_radius=max_radius,
     )
@@ -925,8 +929,8 @@ def funnel(
         "weights_per_shop": bool(wps),
         "noise_scale": float(noise_scale),
         "root_scale": float(root_scale),
-        "own_ar": own_ar,
-        "channel_ar": channel_ar,
+        "own_ar": response["own_ar"],
+        "channel_ar": response["channel_ar"],
         "channel_correlation": float(channel_correlation),
         "weight_scale": float(weight_scale),
         "carryover": carryover if mode == "mmm" else None,
@@ -987,7 +991,7 @@ def multi_graph(
     n_g = _check_int(n_graphs, "n_graphs", 1)
     if n_g > n_shops:
         raise ConfigError(f"n_graphs: {n_g} graphs need at least as many shops, got n_shops={n_shops}")
-    own_ar, channel_ar = _funnel_settings(
+    response = _funnel_settings(
         mode=mode,
         n_channels=n_channels,
         n_intermediate=n_intermediate,
@@ -1031,17 +1035,7 @@ def multi_graph(
         nodes=nodes,
         n_steps=n_steps,
         n_lags=n_lags,
-        mode=mode,
-        noise_scale=noise_scale,
-        root_scale=root_scale,
-        own_ar=own_ar,
-        channel_ar=channel_ar,
-        channel_correlation=channel_correlation,
-        weight_scale=weight_scale,
-        carryover=carryover,
-        saturation=saturation,
-        burst_prob=burst_prob,
-        context_size=context_size,
+        **response,
         burn_in=burn_in,
         max_radius=max_radius,
     )
@@ -1062,8 +1056,8 @@ def multi_graph(
         "weights_per_shop": bool(weights_per_shop),
         "noise_scale": float(noise_scale),
         "root_scale": float(root_scale),
-        "own_ar": own_ar,
-        "channel_ar": channel_ar,
+        "own_ar": response["own_ar"],
+        "channel_ar": response["channel_ar"],
         "channel_correlation": float(channel_correlation),
         "weight_scale": float(weight_scale),
         "carryover": carryover if mode == "mmm" else None,
@@ -1297,7 +1291,7 @@ def sparse_target(
     _check_float(target_effect, "target_effect", 0.0, 1e6, lo_open=True)
     _check_float(margin, "margin", 0.0, 1.0, hi_open=True)
     _check_int(max_redraws, "max_redraws", 0)
-    own_ar, channel_ar = _funnel_settings(
+    response = _funnel_settings(
         mode=mode,
         n_channels=n_ch,
         n_intermediate=n_mid,
@@ -1348,17 +1342,7 @@ def sparse_target(
             nodes=nodes,
             n_steps=n_steps,
             n_lags=n_lags,
-            mode=mode,
-            noise_scale=noise_scale,
-            root_scale=root_scale,
-            own_ar=own_ar,
-            channel_ar=channel_ar,
-            channel_correlation=channel_correlation,
-            weight_scale=weight_scale,
-            carryover=carryover,
-            saturation=saturation,
-            burst_prob=burst_prob,
-            context_size=context_size,
+            **response,
             burn_in=burn_in,
             max_radius=max_radius,
             target_ar=t_ar,
@@ -1405,8 +1389,8 @@ def sparse_target(
         "weights_per_shop": bool(wps),
         "noise_scale": float(noise_scale),
         "root_scale": float(root_scale),
-        "own_ar": own_ar,
-        "channel_ar": channel_ar,
+        "own_ar": response["own_ar"],
+        "channel_ar": response["channel_ar"],
         "channel_correlation": float(channel_correlation),
         "empirical_channel_correlation": mean_corr,
         "weight_scale": float(weight_scale),
