@@ -738,10 +738,10 @@ validated `Panel`. You name the time column, the shop column, the target, and th
 here the two mid-funnel nodes are `intermediates` and everything else is a channel. Errors name the column and
 the fix (missing values, unbalanced shops, non-numeric columns, unknown names).
 
-**Set `train_steps`.** It marks the end of the training period: standardisation and Stage 1 use only the first
-`train_steps` days, and forecasts are evaluated on windows that predict into the last 20 % of the days. Without it
-the panel treats every day as training data, so Stage 1 would also see the period the forecasts are scored on.
-Here we hold out the last 20 % of the days, matching the evaluation windows.
+**`train_steps`** marks the end of the training period: standardisation and Stage 1 use only the first
+`train_steps` days, and forecasts are evaluated on windows that predict into the last 20 % of the days. The default
+already holds out those last 20 % (`T - ceil(0.2 T)`), so Stage 1 never sees the period the forecasts are scored on;
+we pass it explicitly here to show where the split is. Pass `train_steps=T` only if you evaluate elsewhere.
 
 ISO dates (`YYYY-MM-DD`) sort correctly as text; other date formats should be converted first.""",
     ),

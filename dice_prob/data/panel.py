@@ -7,6 +7,7 @@ time steps of every shop, stored with the panel and invertible for reports.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -14,6 +15,21 @@ import pandas as pd
 
 from dice_prob.errors import DataValidationError, InputTypeError
 from dice_prob.graph import ROLES, support_mask_from_roles
+
+# the test region of the forecast windows (dice_prob.data.windows.test_start): the last 20 % of the steps
+DEFAULT_TEST_FRACTION = 0.2
+
+
+def default_train_steps(n_steps: int) -> int:
+    """Default training window: every step before the last ``ceil(0.2 T)`` (the test region), at least 2.
+
+    Examples
+    --------
+    >>> from dice_prob.data.panel import default_train_steps
+    >>> default_train_steps(100), default_train_steps(10), default_train_steps(2)
+    (80, 8, 2)
+    """
+    return max(2, int(n_steps) - math.ceil(DEFAULT_TEST_FRACTION * int(n_steps)))
 
 
 def _as_float_array(x, name: str) -> np.ndarray:
@@ -41,7 +57,9 @@ class Panel:
     context : array-like, shape (R, c), optional
         Per-shop context (for example market size); finite.
     train_steps : int, optional
-        Number of leading time steps the standardisation is fitted on (default: all T).
+        Number of leading time steps the standardisation (and Stage 1) is fitted on. Default: all but the last
+        20 % (``T - ceil(0.2 T)``, at least 2), the same split the forecast windows use for testing, so a panel
+        built without it never lets a fit see its own test period. Pass ``train_steps=T`` to use every step.
     shop_ids, time_index : sequence, optional
         Labels kept for frames and reports.
 
@@ -121,7 +139,7 @@ class Panel:
                 )
             if not np.all(np.isfinite(ctx)):
                 raise DataValidationError("context: contains NaN or inf; impute it per shop")
-        ts = t_ if train_steps is None else int(train_steps)
+        ts = default_train_steps(t_) if train_steps is None else int(train_steps)
         if not 2 <= ts <= t_:
             raise DataValidationError(
                 f"train_steps: must be in [2, {t_}] (the number of time steps), got {ts}"

@@ -43,7 +43,7 @@ def test_exact_pips_single_edge_matches_closed_form():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(50, 2))
     x[1:, 1] += 0.25 * x[:-1, 0]
-    p = dp.Panel(x, roles=["channel", "target"])
+    p = dp.Panel(x, roles=["channel", "target"], train_steps=50)  # the hand computation uses all 50 steps
     cfg = dp.Stage1Config(n_lags=1, noise_sd=1.0)
     z = (x - x.mean(0)) / x.std(0)
     y, X = z[1:, 1], np.column_stack([np.ones(49), z[:-1, 1], z[:-1, 0]])
