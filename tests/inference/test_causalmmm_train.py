@@ -31,10 +31,14 @@ TINY = CausalMMMConfig(
 )
 
 
-def _lag_funnel(seed, n_shops, n_steps, *, n_lags=2, root_ar=0.0, n_templates=None):
+def _lag_funnel(
+    seed, n_shops, n_steps, *, n_lags=2, root_ar=0.0, n_templates=None, positive=False, shared_weights=False
+):
     """5 root channels -> 2 intermediates -> target with 2 random parents each, linear lags 2..n_lags+1.
 
     ``n_templates``: shops cycle through that many random graphs (None: a fresh graph per shop).
+    ``positive``: all effects positive (else random signs). ``shared_weights``: the lag weights are drawn once per
+    graph template and shared by its shops (as in CausalMMM's release); else fresh weights for every shop.
     """
     rng = np.random.default_rng(seed)
     d = 8
@@ -46,12 +50,14 @@ def _lag_funnel(seed, n_shops, n_steps, *, n_lags=2, root_ar=0.0, n_templates=No
     graphs = templates[np.arange(n_shops) % n_graphs]
     burn = 20
     x = np.zeros((n_shops, n_steps + burn, d))
+
+    def draw_weights(graph):
+        sign = 1.0 if positive else rng.choice([-1, 1], size=(d, d, 1))
+        return rng.uniform(0.5, 1.0, size=(d, d, n_lags)) * sign * graph[..., None]
+
+    shared = [draw_weights(g) for g in templates] if shared_weights else None
     for r in range(n_shops):
-        w = (
-            rng.uniform(0.5, 1.0, size=(d, d, n_lags))
-            * rng.choice([-1, 1], size=(d, d, 1))
-            * graphs[r][..., None]
-        )
+        w = shared[r % n_graphs] if shared_weights else draw_weights(graphs[r])
         for t in range(n_steps + burn):
             for i in range(d):
                 v = rng.normal()
@@ -202,29 +208,33 @@ def test_gradient_reaches_encoder_and_decoder(small_fit):
 
 
 @pytest.mark.slow
-def test_learns_easy_linear_funnel():
-    """Short run on an easy linear funnel: the fit improves, and AUROC (CausalMMM convention) should exceed 0.8.
+@pytest.mark.parametrize("leak_free", [False, True], ids=["faithful", "leak_free"])
+def test_learns_easy_linear_funnel(leak_free):
+    """Short run on an easy linear funnel: Final-20 AUROC (CausalMMM convention) above 0.8, both variants.
 
-    The funnel is built for this decoder: one shared graph, 2 parents per receiver, effects at lag 2 only (the
-    decoder cannot use a parent's lag 1, see dice_prob.models.causalmmm), noise s.d. 0.1 on unit-variance roots.
-    Measured (2 contended cores, 2026-11-28): the training loss falls but the edge AUROC stays near 0.5 for
-    3200 Adam steps (16 shops, H = 32, lr 5e-3), because the amortised encoder and the message path leave the
-    "predict the mean" plateau only slowly. The AUROC target is therefore an expected failure (known shortfall)
-    until a longer-run setting that reaches it is found; the test fails outright if the fit does not improve.
+    The funnel suits what the decoder can represent: one shared graph and shared positive lag-2 weights (a
+    message is weighted by a soft sample in [0, 1] and the message function is shared by all pairs, so
+    parents of opposite or shop-varying sign cannot all be used; lag 1 is out of the decoder's reach, see
+    dice_prob.models.causalmmm). Deviations from the original's settings, for a short run: H = 32, lr 5e-3 and
+    ``kl_weight = 1e6``. With the original's lambda = 100 the uniform-prior KL is inert and Adam saturates the
+    edge logits within a few dozen steps, before the decoder's message path carries information, so the
+    Gumbel-softmax gradient vanishes and the encoder freezes on a random graph (AUROC ~0.5; see the model's
+    module docstring). Every shop trains (``validate=False``), so this is the training-shop AUROC the original
+    logs; the amortised encoder barely generalises to unseen shops at this size.
     """
-    panel, graphs = _lag_funnel(0, 16, 50, n_lags=1, n_templates=1)
+    panel, graphs = _lag_funnel(0, 16, 50, n_lags=1, n_templates=1, positive=True, shared_weights=True)
     cfg = CausalMMMConfig(
         encoder_hidden=32,
         decoder_hidden=32,
-        epochs=150,
+        epochs=80,
         batch_size=4,
         learning_rate=5e-3,
+        kl_weight=1e6,
+        validate=False,
+        leak_free=leak_free,
         progress_bar=False,
     )
     res = fit_causalmmm(jax.random.key(0), panel, config=cfg, truth=graphs)
-    loss = np.asarray(res.history["loss"])
-    assert loss[-10:].mean() < 0.98 * loss[:3].mean()
-    auroc = res.final20_auroc()
-    if auroc <= 0.8:
-        pytest.xfail(f"known shortfall: Final-20 AUROC {auroc:.3f} <= 0.8 after {cfg.epochs} epochs")
-    assert auroc > 0.8
+    nll = np.asarray(res.history["nll"])
+    assert nll[-10:].mean() < 0.9 * nll[:3].mean()  # the fit improves well beyond "predict the mean"
+    assert res.final20_auroc() > 0.8
