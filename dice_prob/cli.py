@@ -321,6 +321,17 @@ def benchmarks_dir() -> Path | None:
     return None
 
 
+# The issue-6 suite, in the order `dice-prob bench all` runs it; each script takes --fast, --seeds and --out.
+BENCH_SUITE = ("recovery_rdt", "sparse_target", "graph_swap", "multi_graph", "causalmmm_layout", "speed")
+
+
+def _bench_command(bdir: Path, name: str, args) -> list[str]:
+    cmd = [sys.executable, str(bdir / f"{name}.py")] + (["--fast"] if args.fast else [])
+    if args.out:
+        cmd += ["--out", str(Path(args.out).resolve())]
+    return cmd
+
+
 def _cmd_bench(args) -> int:
     from dice_prob.errors import DataValidationError
 
@@ -335,14 +346,49 @@ def _cmd_bench(args) -> int:
         print(f"benchmarks in {bdir}:")
         for n in names:
             print(f"  {n}")
-        print("run one with: dice-prob bench NAME [--fast]")
+        print(f"  all  (the suite, in order: {', '.join(BENCH_SUITE)})")
+        print("run one with: dice-prob bench NAME [--fast] [--out DIR]")
         return EXIT_OK
     name = args.name[:-3] if args.name.endswith(".py") else args.name
+    if name == "all":
+        missing = [n for n in BENCH_SUITE if n not in names]
+        if missing:
+            raise DataValidationError(f"bench: suite benchmarks {missing} not found in {bdir}")
+        return _bench_all(bdir, args)
     if name not in names:
-        raise DataValidationError(f"bench: unknown benchmark {name!r}; available: {names}")
-    cmd = [sys.executable, str(bdir / f"{name}.py")] + (["--fast"] if args.fast else [])
+        raise DataValidationError(f"bench: unknown benchmark {name!r}; available: {names} or 'all'")
+    if args.out and name not in BENCH_SUITE:
+        raise DataValidationError(
+            f"bench: --out is only understood by the suite benchmarks {list(BENCH_SUITE)}, not {name!r}; "
+            "drop --out (that script writes to benchmarks/results/)"
+        )
+    cmd = _bench_command(bdir, name, args)
     print(f"running {' '.join(cmd)}", file=sys.stderr, flush=True)
     return subprocess.call(cmd, cwd=str(bdir.parent))
+
+
+def _bench_all(bdir: Path, args) -> int:
+    """Run every suite benchmark in order; keep going after a failure, exit 1 if any script exited non-zero.
+
+    A target a benchmark does not meet is reported in its tables and is not a failure; an exception is.
+    """
+    walls, failed = {}, []
+    t_all = time.perf_counter()
+    for name in BENCH_SUITE:
+        cmd = _bench_command(bdir, name, args)
+        print(f"running {' '.join(cmd)}", file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
+        rc = subprocess.call(cmd, cwd=str(bdir.parent))
+        walls[name] = time.perf_counter() - t0
+        if rc != 0:
+            failed.append(f"{name} (exit {rc})")
+    total = time.perf_counter() - t_all
+    summary = ", ".join(f"{n} {w:.0f} s" for n, w in walls.items())
+    print(f"bench all: {total:.0f} s in total ({summary})", file=sys.stderr, flush=True)
+    if failed:
+        print(f"dice-prob: error: bench all: failed: {', '.join(failed)}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
 
 
 # ====================================================================================== parser / main
@@ -395,8 +441,13 @@ def build_parser() -> argparse.ArgumentParser:
     rep.set_defaults(func=_cmd_report)
 
     b = sub.add_parser("bench", help="run a benchmark script from the repository's benchmarks/ folder")
-    b.add_argument("name", nargs="?", help="benchmark name (omit to list them)")
+    b.add_argument("name", nargs="?", help="benchmark name, or 'all' for the suite (omit to list them)")
     b.add_argument("--fast", action="store_true", help="the benchmark's fast setting")
+    b.add_argument(
+        "--out",
+        help="results folder of the suite benchmarks (default benchmarks/results/, benchmarks/results/fast/ "
+        "with --fast, so a smoke run never overwrites the committed results)",
+    )
     b.set_defaults(func=_cmd_bench)
     return p
 

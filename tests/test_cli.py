@@ -154,6 +154,70 @@ def test_bench_lists_and_rejects(capsys, monkeypatch):
     assert "no benchmarks/ folder" in _one_error_line(capsys)
 
 
+def test_bench_lists_the_suite_and_rejects_out_for_old_scripts(capsys):
+    assert cli.main(["bench"]) == 0
+    out = capsys.readouterr().out
+    assert "all" in out and all(n in out for n in cli.BENCH_SUITE)
+    assert cli.main(["bench", "demo_timing", "--out", "somewhere"]) == 2
+    assert "--out is only understood by the suite" in _one_error_line(capsys)
+
+
+_STUB = """import json, pathlib, sys
+args = sys.argv[1:]
+out = pathlib.Path(args[args.index("--out") + 1]) if "--out" in args else None
+if out is not None:
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "calls.jsonl", "a") as fh:
+        fh.write(json.dumps({"name": pathlib.Path(sys.argv[0]).stem, "args": args}) + "\\n")
+FAIL
+"""
+
+
+def _stub_suite(tmp_path, failing=()):
+    bdir = tmp_path / "benchmarks"
+    bdir.mkdir()
+    for name in (*cli.BENCH_SUITE, "unrelated"):
+        body = "raise RuntimeError('boom')" if name in failing else "print('target not met: reported only')"
+        (bdir / f"{name}.py").write_text(_STUB.replace("FAIL", body))
+    return bdir
+
+
+def _calls(out):
+    import json
+
+    return [json.loads(line) for line in (out / "calls.jsonl").read_text().splitlines()]
+
+
+def test_bench_all_runs_the_suite_in_order_with_fast_and_out(tmp_path, monkeypatch, capsys):
+    bdir = _stub_suite(tmp_path)
+    monkeypatch.setattr(cli, "benchmarks_dir", lambda: bdir)
+    out = tmp_path / "res"
+    assert cli.main(["bench", "all", "--fast", "--out", str(out)]) == 0
+    calls = _calls(out)
+    assert [c["name"] for c in calls] == list(cli.BENCH_SUITE)  # "unrelated" is not part of the suite
+    assert all(c["args"] == ["--fast", "--out", str(out.resolve())] for c in calls)
+    assert "bench all:" in capsys.readouterr().err
+
+
+def test_bench_all_fails_on_an_exception_but_runs_the_rest(tmp_path, monkeypatch, capfd):
+    bdir = _stub_suite(tmp_path, failing=("graph_swap",))
+    monkeypatch.setattr(cli, "benchmarks_dir", lambda: bdir)
+    out = tmp_path / "res"
+    assert cli.main(["bench", "all", "--out", str(out)]) == 1
+    assert [c["name"] for c in _calls(out)] == list(cli.BENCH_SUITE)  # every script started
+    err = capfd.readouterr().err
+    assert "failed: graph_swap (exit 1)" in err
+    assert "Traceback" in err  # the failing script's own traceback stays visible
+
+
+def test_bench_all_needs_every_suite_script(tmp_path, monkeypatch, capsys):
+    bdir = _stub_suite(tmp_path)
+    (bdir / "speed.py").unlink()
+    monkeypatch.setattr(cli, "benchmarks_dir", lambda: bdir)
+    assert cli.main(["bench", "all", "--fast"]) == 2
+    assert "['speed']" in _one_error_line(capsys)
+
+
 def test_console_script_bad_input_has_no_traceback(tmp_path):
     proc = subprocess.run(
         [
