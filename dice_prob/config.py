@@ -197,8 +197,12 @@ class DecoderConfig(_ConfigBase):
     the latest training origins is held out for early stopping (``patience`` epochs). The learning rate warms up
     linearly over ``warmup_fraction`` of the steps, then decays with a cosine. ``full_graph``: what
     ``graph="full"`` means — ``support`` (every pair the node roles allow, ``panel.support_mask()``) or
-    ``offdiag`` (every off-diagonal pair). ``ar_init``: warm-start each node's own-lag skip with a per-node
-    least-squares AR(``ar_lags``) fit on the training windows (the network then learns the residual dynamics).
+    ``offdiag`` (every off-diagonal pair). ``ar_init``: warm-start the decoder's linear part by least squares on
+    the training windows (the network then learns the residual dynamics, and early stopping keeps the warm start
+    unless training beats it on validation): each node's own-lag skip and, with ``var_init`` (graph-safe decoder
+    only), its graph-gated lag path, i.e. a VAR(``ar_lags``) restricted to the training graph's parents (for a
+    posterior, the expected loss over its Bernoulli graph draws is minimised). ``var_init=False`` warm-starts the
+    own lags only and starts the graph path at zero.
     ``loss_weighting``: ``ar_residual`` weights each node's squared error by the inverse of that AR fit's
     one-step residual variance (floored at 0.01, normalised to mean 1) — a per-node Gaussian likelihood, so
     predictable nodes are not drowned by noisy ones; ``none`` weights all nodes equally.
@@ -237,6 +241,7 @@ class DecoderConfig(_ConfigBase):
     warmup_fraction: float = 0.05
     full_graph: str = "support"
     ar_init: bool = True
+    var_init: bool = True
     loss_weighting: str = "ar_residual"
 
     def __post_init__(self) -> None:

@@ -6,8 +6,11 @@ split of ``panel.scaled`` (:func:`dice_prob.data.windows.forecast_windows`), hol
 
     teacher-forced one-step MSE over the history  +  rollout_weight * free-running MSE over the horizon
 
-with AdamW, global-norm gradient clipping and a warmup-cosine learning-rate schedule. One epoch (a fresh
-permutation, then a ``lax.scan`` over mini-batches mixing shops) is one jitted call compiled once.
+with AdamW, global-norm gradient clipping and a warmup-cosine learning-rate schedule, starting from the
+least-squares VAR restricted to the training graph (the decoder's linear part; the network starts at zero) so that
+early stopping on the validation loss can only keep or improve that forecast. The whole early-stopping loop
+(epochs of shuffled mini-batches mixing shops, validation, best-parameter tracking) is one module-level compiled
+``lax.while_loop``: a second call with the same shapes and settings reuses the compiled program.
 
 Graph inputs (``graph=``):
 
@@ -22,8 +25,8 @@ Graph inputs (``graph=``):
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
-import math
 import os
 import tempfile
 import time
@@ -60,7 +63,7 @@ _ARCHITECTURES = {
     "ARTargetDecoder": ARTargetDecoder,
 }
 _FORMAT = "dice_prob.TrainedDecoder"
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2  # 2: GraphSafeDecoder.edge_kernel (d, d, p) replaced the low-rank pair kernel
 _DEFAULT = DecoderConfig()
 
 
@@ -179,10 +182,10 @@ def resolve_graph(panel: Panel, graph, config: DecoderConfig = _DEFAULT) -> _Gra
     return _GraphSource("fixed", bank[None].astype(np.float32), s2k, "array")
 
 
-def _window_graphs(src: _GraphSource, probs, s2k, shop, key):
-    """Graphs (B, d, d) for windows of shops ``shop`` (B,) — traced inside the jitted step."""
+def _window_graphs(mode: str, probs, s2k, shop, key):
+    """Graphs (B, d, d) for windows of shops ``shop`` (B,) under a graph source of ``mode`` (traced)."""
     k = s2k[shop]
-    if src.mode == "sample":
+    if mode == "sample":
         k_s, k_b = jax.random.split(key)
         s = jax.random.randint(k_s, shop.shape, 0, probs.shape[0])
         return jax.random.bernoulli(k_b, probs[s, k]).astype(jnp.float32)
@@ -251,9 +254,11 @@ class TrainedDecoder:
         The decoder (immutable); ``model.rollout`` / ``model.step`` / ``model(x, graph)``.
     config : DecoderConfig
     history : dict of lists
-        Per epoch: ``train_loss``, ``val_loss``, ``val_rollout_mse``, ``learning_rate``; plus ``init_val_loss``
-        (the warm start), ``best_epoch`` (-1 when the warm start was never beaten on validation), ``epochs_run``,
-        ``train_seconds``, ``n_train_windows``, ``n_val_windows``.
+        Per epoch: ``train_loss``, ``val_loss`` (the early-stopping criterion), ``val_rollout_mse`` (all nodes),
+        ``val_target_mse`` (target rollout), ``learning_rate``; plus ``init_val_loss`` / ``init_val_rollout_mse``
+        / ``init_val_target_mse`` (the least-squares warm start), ``best_epoch`` (-1 when the warm start was never
+        beaten on validation), ``best_val_loss``, ``epochs_run``, ``train_seconds`` (the whole call, compilation
+        included), ``loop_seconds`` (the compiled loop), ``n_train_windows``, ``n_val_windows``.
     nodes : tuple of str
     target_index : int
     train_graph_label : str
@@ -379,42 +384,251 @@ def _split_train_val(win, val_fraction: float):
     return win.take(np.flatnonzero(win.origin < cut)), win.take(np.flatnonzero(win.origin >= cut))
 
 
-def _ls_ar_init(hist: np.ndarray, fut: np.ndarray, p: int, ridge: float = 1e-3):
-    """Per-node least-squares AR(p) with intercept on the training windows (own lags only).
+def _graph_moments(src: _GraphSource) -> tuple[np.ndarray, np.ndarray]:
+    """First and second moments of the training graph input per bank entry ``k``.
 
-    Returns ``coef`` (d, p) (lag 1 first, the decoder's buffer order), ``bias`` (d,) and the one-step residual
-    variance (d,). Used to warm-start every decoder's own-lag skip and to weight the loss per node.
+    Returns ``m1`` (K, d, d) with ``m1[k, j, i] = E[A[j, i]]`` and ``m2`` (K, i, j, j') with
+    ``m2[k, i, j, j'] = E[A[j, i] A[j', i]]``: the graph itself for a fixed (binary or weighted) input; for
+    posterior sampling (a random draw ``s``, then independent Bernoulli edges) the mean over draws, with
+    ``E[A^2] = E[A]`` on the diagonal because a Bernoulli edge squares to itself. Zeros for ``none``.
     """
-    series = np.concatenate([hist, fut], axis=1)  # (N, W + H, d)
+    probs = np.asarray(src.probs, dtype=np.float64)  # (S, K, d, d)
+    if src.mode == "none":
+        probs = np.zeros_like(probs[:1])
+    if src.mode == "sample":
+        m1 = probs.mean(axis=0)
+        m2 = np.einsum("skji,skli->kijl", probs, probs) / probs.shape[0]
+        d = probs.shape[-1]
+        idx = np.arange(d)
+        m2[:, :, idx, idx] = np.transpose(m1, (0, 2, 1))  # E[A_ji^2] = E[A_ji] for a Bernoulli edge
+        return m1, m2
+    a = probs[0]
+    return a, np.einsum("kji,kli->kijl", a, a)
+
+
+def _ls_init(hist: np.ndarray, fut: np.ndarray, group: np.ndarray, m1, m2, p: int, ridge: float = 1e-3):
+    """Least-squares warm start of the decoder's linear part: a graph-restricted VAR(p) on the training windows.
+
+    Each node ``i`` is regressed on an intercept, its own ``p`` lags and, for every ``j != i``, ``A[j, i]`` times
+    the ``p`` lags of ``x_j`` — exactly the decoder's own-lag skip plus its graph-gated linear path. When the graph
+    is random (posterior sampling) the *expected* squared loss over graph draws is minimised, which only needs the
+    moments ``m1``, ``m2`` of :func:`_graph_moments` (window ``n`` uses bank entry ``group[n]``). Pairs that never
+    carry an edge get exactly 0. A ridge ``ridge * n_rows`` on every slope keeps short series well posed.
+
+    Returns
+    -------
+    bias : (d,)
+    coef : (d, p)
+        Own-lag coefficients (lag 1 first, the decoder's buffer order).
+    kernel : (d, d, p)
+        ``kernel[j, i, l]``: coefficient of ``A[j, i] * x_j(t - 1 - l)`` in the equation of node ``i``.
+    resid : (d,)
+        One-step residual variance of the own-lag-only AR(p) fit (graph-independent, so every graph variant is
+        trained on the same per-node loss weights).
+    """
+    series = np.concatenate([hist, fut], axis=1).astype(np.float64)  # (N, W + H, d)
     n, length, d = series.shape
-    p = min(p, length - 1)
-    coef, bias, resid = np.zeros((d, p)), np.zeros(d), np.ones(d)
+    p_eff = min(p, length - 1)
+    n_rows = length - p_eff
+    n_k = m1.shape[0]
+    cols = 1 + d * p_eff  # intercept, then p lags of every node (node-major, lag 1 first)
+    gram = np.zeros((n_k, cols, cols))
+    rhs = np.zeros((n_k, cols, d))
+    yy = np.zeros(d)
+    group = np.asarray(group, dtype=np.int64)
+    for start in range(0, n, 2048):  # chunks of windows bound the memory of the lag design
+        z = series[start : start + 2048]
+        lags = np.stack(
+            [z[:, p_eff - 1 - k : length - 1 - k] for k in range(p_eff)], axis=-1
+        )  # (n, rows, d, p)
+        x = np.concatenate([np.ones((*lags.shape[:2], 1)), lags.reshape(*lags.shape[:2], -1)], axis=-1)
+        y = z[:, p_eff:]
+        g = group[start : start + 2048]
+        for k in np.unique(g):
+            xs, ys = x[g == k].reshape(-1, cols), y[g == k].reshape(-1, d)
+            gram[k] += xs.T @ xs
+            rhs[k] += xs.T @ ys
+        yy += np.einsum("nrd,nrd->d", y, y)
+    total = n * n_rows
+    bias, coef = np.zeros(d), np.zeros((d, p))
+    kernel, resid = np.zeros((d, d, p)), np.ones(d)
+    block = np.r_[0, np.repeat(np.arange(1, d + 1), p_eff)]  # column -> block (0 intercept, 1 + j node j)
     for i in range(d):
-        z = series[:, :, i]
-        lags = np.stack([z[:, p - 1 - k : length - 1 - k] for k in range(p)], axis=-1).reshape(-1, p)
-        y = z[:, p:].reshape(-1)
-        x = np.concatenate([np.ones((lags.shape[0], 1)), lags], axis=1)
-        gram = x.T @ x + ridge * len(y) * np.diag(np.r_[0.0, np.ones(p)])
-        beta = np.linalg.solve(gram, x.T @ y)
-        bias[i], coef[i] = beta[0], beta[1:]
-        resid[i] = float(np.mean((y - x @ beta) ** 2))
-    return coef, bias, resid
+        own = np.r_[True, block[1:] == i + 1]  # intercept and own lags: always in the equation
+        # own-lag AR(p) alone: its residual variance weights the loss
+        beta = _ridge_solve(gram.sum(0)[np.ix_(own, own)], rhs.sum(0)[own, i], ridge * total)
+        g_own = gram.sum(0)[np.ix_(own, own)]
+        r_own = rhs.sum(0)[own, i]
+        resid[i] = max(float(yy[i] - 2 * beta @ r_own + beta @ g_own @ beta) / total, 1e-12)
+        # graph-restricted VAR: expected design scales the lags of x_j by A[j, i]
+        scale1 = np.ones((n_k, d + 1))  # E[gate] per block
+        scale1[:, 1:] = np.where(np.arange(d) == i, 1.0, m1[:, :, i])
+        scale2 = scale1[:, :, None] * scale1[:, None, :]  # E[gate_b gate_b'] per pair of blocks
+        scale2[:, 1:, 1:] = m2[:, i]
+        scale2[:, 1 + i, 1:] = scale1[:, 1:]
+        scale2[:, 1:, 1 + i] = scale1[:, 1:]
+        scale2[:, 1 + i, 1 + i] = 1.0
+        eg = np.einsum("kab,kab->ab", scale2[:, block][:, :, block], gram)
+        er = np.einsum("ka,ka->a", scale1[:, block], rhs[:, :, i])
+        active = own | (np.diag(eg) > 0)
+        beta = np.zeros(cols)
+        beta[active] = _ridge_solve(eg[np.ix_(active, active)], er[active], ridge * total)
+        bias[i] = beta[0]
+        lag = beta[1:].reshape(d, p_eff)
+        coef[i, :p_eff] = lag[i]
+        kernel[:, i, :p_eff] = lag
+        kernel[i, i] = 0.0  # the diagonal is never an edge
+    return bias, coef, kernel, resid
 
 
-def _loss(model, hist, fut, graphs, ctx, burn: int, rollout_weight: float, node_w):
+def _ridge_solve(gram: np.ndarray, rhs: np.ndarray, lam: float) -> np.ndarray:
+    """Solve ``(gram + lam * diag(0, 1, ..., 1)) beta = rhs`` (column 0 is the unpenalised intercept)."""
+    pen = np.ones(gram.shape[0])
+    pen[0] = 0.0
+    return np.linalg.solve(gram + lam * np.diag(pen), rhs)
+
+
+def _ls_ar_init(hist: np.ndarray, fut: np.ndarray, p: int, ridge: float = 1e-3):
+    """Per-node least-squares AR(p) with intercept on windows (own lags only): ``coef`` (d, p), ``bias`` (d,) and
+    the one-step residual variance (d,). The graph-free case of :func:`_ls_init`."""
+    d = hist.shape[-1]
+    zero = np.zeros((1, d, d))
+    bias, coef, _, resid = _ls_init(
+        hist, fut, np.zeros(len(hist), np.int64), zero, np.zeros((1, d, d, d)), p, ridge
+    )
+    return coef[:, : min(p, hist.shape[1] + fut.shape[1] - 1)], bias, resid
+
+
+def _window_loss(model, hist, fut, graphs, ctx, burn: int, rollout_weight: float, node_w, target: int):
+    """Weighted teacher-forced + rollout loss of a batch of windows; aux: (rollout MSE, target rollout MSE)."""
+
     def one(x, g, c):
         return teacher_forced_and_rollout(model, x, fut.shape[1], g, c)
 
     tf, roll = jax.vmap(one)(hist, graphs, ctx)
     tf_mse = jnp.mean((tf[:, burn:-1] - hist[:, burn + 1 :]) ** 2 * node_w)
     ro_err = (roll - fut) ** 2
-    return tf_mse + rollout_weight * jnp.mean(ro_err * node_w), jnp.mean(ro_err)
+    return tf_mse + rollout_weight * jnp.mean(ro_err * node_w), (
+        jnp.mean(ro_err),
+        jnp.mean(ro_err[..., target]),
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _optimizer(lr: float, weight_decay: float, clip: float, warmup: int, total: int):
+    """AdamW + global-norm clipping + warmup-cosine schedule. Cached: equal hyper-parameters give the *same*
+    objects, so the compiled training loop (where the optimizer is a static argument) is reused across calls."""
+    schedule = optax.warmup_cosine_decay_schedule(
+        init_value=lr * 0.1 if warmup else lr,
+        peak_value=lr,
+        warmup_steps=warmup,
+        decay_steps=max(total, warmup + 1),
+        end_value=lr * 0.02,
+    )
+    opt = optax.chain(optax.clip_by_global_norm(clip), optax.adamw(schedule, weight_decay=weight_decay))
+    return opt, schedule
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """Static (hashable) settings of the compiled training loop: equal plans and shapes share one compilation."""
+
+    graph_mode: str
+    n_batches: int
+    batch: int
+    burn: int
+    rollout_weight: float
+    max_epochs: int
+    patience: int
+    target: int
+    opt: optax.GradientTransformation
+
+
+@eqx.filter_jit
+def _train_chunk(static, carry: dict, data: dict, until, plan: _Plan) -> dict:
+    """Run the early-stopping loop until ``carry["k"] == until`` (or it stops): one compiled ``while_loop``.
+
+    Iteration ``k`` first evaluates the validation loss of the parameters after ``k`` epochs (``k = 0``: the
+    warm start), updates the best parameters and the patience counter, then -- unless it stops (patience used
+    up, ``max_epochs`` reached or a non-finite loss) -- trains epoch ``k`` (a fresh permutation, then a
+    ``lax.scan`` over mini-batches). All bookkeeping stays on the device; nothing returns to Python per epoch.
+    """
+    tr_hist, tr_fut, tr_shop, tr_ctx = data["train"]
+    n_train = tr_hist.shape[0]
+
+    def loss_fn(p, hist, fut, graphs, ctx):
+        model = eqx.combine(p, static)
+        return _window_loss(
+            model, hist, fut, graphs, ctx, plan.burn, plan.rollout_weight, data["node_w"], plan.target
+        )
+
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+    def train_step(c, idx):
+        p, o, key = c
+        key, k_g = jax.random.split(key)
+        graphs = _window_graphs(plan.graph_mode, data["probs"], data["s2k"], tr_shop[idx], k_g)
+        (loss, _), grads = grad_fn(p, tr_hist[idx], tr_fut[idx], graphs, tr_ctx[idx])
+        updates, o = plan.opt.update(grads, o, p)
+        return (eqx.apply_updates(p, updates), o, key), loss
+
+    def train_epoch(c):
+        key, k_ep = jax.random.split(c["key"])
+        k_perm, k_steps = jax.random.split(k_ep)
+        perm = jax.random.permutation(k_perm, n_train)[: plan.n_batches * plan.batch]
+        perm = perm.reshape(plan.n_batches, plan.batch)
+        (params, opt_state, _), losses = jax.lax.scan(
+            train_step, (c["params"], c["opt_state"], k_steps), perm
+        )
+        tl = jnp.mean(losses)
+        return {
+            **c,
+            "params": params,
+            "opt_state": opt_state,
+            "key": key,
+            "train_loss": c["train_loss"].at[c["k"]].set(tl),
+            "bad": c["bad"] | ~jnp.isfinite(tl),
+        }
+
+    def body(c):
+        k = c["k"]
+        vl, (vro, vtg) = loss_fn(c["params"], *data["val"])
+        first = k == 0
+        prev = jnp.maximum(k - 1, 0)
+        improved = first | (vl < c["best_val"])
+        c = {
+            **c,
+            "init_val": jnp.where(first, jnp.stack([vl, vro, vtg]), c["init_val"]),
+            "val_loss": jnp.where(first, c["val_loss"], c["val_loss"].at[prev].set(vl)),
+            "val_rollout": jnp.where(first, c["val_rollout"], c["val_rollout"].at[prev].set(vro)),
+            "val_target": jnp.where(first, c["val_target"], c["val_target"].at[prev].set(vtg)),
+            "best_params": jax.tree_util.tree_map(
+                lambda b, q: jnp.where(improved, q, b), c["best_params"], c["params"]
+            ),
+            "best_val": jnp.where(improved, vl, c["best_val"]),
+            "best_epoch": jnp.where(improved, k - 1, c["best_epoch"]),
+            "wait": jnp.where(improved, 0, c["wait"] + 1),
+            "bad": c["bad"] | ~jnp.isfinite(vl),
+        }
+        stop = c["bad"] | (c["wait"] >= plan.patience) | (k >= plan.max_epochs)
+        c = jax.lax.cond(stop, lambda q: q, train_epoch, c)
+        return {**c, "k": jnp.where(stop, k, k + 1), "stopped": stop}
+
+    def cond(c):
+        return ~c["stopped"] & (c["k"] < until + 1)
+
+    # `until + 1`: the validation pass of the parameters after epoch `until` runs in the same call
+    return jax.lax.while_loop(cond, body, carry)
 
 
 def train_decoder(
     rng_key, panel: Panel, *, graph, config: DecoderConfig = _DEFAULT, label: str | None = None
 ):
     """Train a decoder on ``panel`` under ``graph`` and return it frozen.
+
+    The linear part (own-lag skip and, for the graph-safe decoder, the graph-gated lag path) starts at the
+    least-squares graph-restricted VAR on the training windows (``config.ar_init`` / ``config.var_init``), the
+    network at zero output; validation-based early stopping keeps the warm start unless training beats it.
 
     Parameters
     ----------
@@ -452,6 +666,7 @@ def train_decoder(
         raise InputTypeError(f"panel: expected a dice_prob.Panel, got {type(panel).__name__}")
     if not isinstance(config, DecoderConfig):
         raise InputTypeError(f"config: expected a DecoderConfig, got {type(config).__name__}")
+    t_start = time.perf_counter()
     src = resolve_graph(panel, graph, config)
     glabel = str(label) if label is not None else src.label
 
@@ -479,16 +694,25 @@ def train_decoder(
         context_mean=c_mean,
         context_scale=c_scale,
     )
-    ar_p = model.ar_lags
-    coef, bias, resid = _ls_ar_init(train_w.history, train_w.future, ar_p)
-    if coef.shape[1] < ar_p:
-        coef = np.pad(coef, ((0, 0), (0, ar_p - coef.shape[1])))
+    # least-squares warm start; the graph-free moments (own lags only) unless the graph path is warm-started
+    use_graph = config.var_init and hasattr(model, "edge_kernel")
+    m1, m2 = _graph_moments(src if use_graph else dataclasses.replace(src, mode="none"))
+    bias, coef, kernel, resid = _ls_init(
+        train_w.history,
+        train_w.future,
+        src.shop_to_k[train_w.shop] if use_graph else np.zeros(n_train, np.int64),
+        m1,
+        m2,
+        model.ar_lags,
+    )
     if config.ar_init:
         model = eqx.tree_at(
             lambda m: (m.ar_coef, m.ar_bias),
             model,
             (jnp.asarray(coef, jnp.float32), jnp.asarray(bias, jnp.float32)),
         )
+        if use_graph:
+            model = eqx.tree_at(lambda m: m.edge_kernel, model, jnp.asarray(kernel, jnp.float32))
     if config.loss_weighting == "ar_residual":
         w = 1.0 / np.maximum(resid, 1e-2)
         node_w = jnp.asarray(w / w.mean(), jnp.float32)
@@ -509,85 +733,88 @@ def train_decoder(
     va = dev(val_w)
     probs = jnp.asarray(src.probs)
     s2k = jnp.asarray(src.shop_to_k)
+    val_graphs = _window_graphs(src.mode, probs, s2k, va[2], k_val)  # fixed draws: a stable stopping target
     batch = min(config.batch_size, n_train)
     n_batches = max(1, n_train // batch)
     total_steps = config.max_epochs * n_batches
-    warm = int(config.warmup_fraction * total_steps)
-    schedule = optax.warmup_cosine_decay_schedule(
-        init_value=config.learning_rate * 0.1 if warm else config.learning_rate,
-        peak_value=config.learning_rate,
-        warmup_steps=warm,
-        decay_steps=max(total_steps, warm + 1),
-        end_value=config.learning_rate * 0.02,
+    opt, schedule = _optimizer(
+        float(config.learning_rate),
+        float(config.weight_decay),
+        float(config.grad_clip),
+        int(config.warmup_fraction * total_steps),
+        int(total_steps),
     )
-    opt = optax.chain(
-        optax.clip_by_global_norm(config.grad_clip),
-        optax.adamw(schedule, weight_decay=config.weight_decay),
+    plan = _Plan(
+        graph_mode=src.mode,
+        n_batches=n_batches,
+        batch=batch,
+        burn=max(0, min(config.ar_lags - 1, config.history - 2)),
+        rollout_weight=float(config.rollout_weight),
+        max_epochs=int(config.max_epochs),
+        patience=int(config.patience),
+        target=int(panel.target_index),
+        opt=opt,
     )
-    opt_state = opt.init(params)
-    burn = max(0, min(config.ar_lags - 1, config.history - 2))
-    rw = float(config.rollout_weight)
-
-    def loss_fn(p, hist, fut, graphs, ctx):
-        return _loss(eqx.combine(p, static), hist, fut, graphs, ctx, burn, rw, node_w)
-
-    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-
-    def train_step(carry, idx):
-        p, o, key = carry
-        key, k_g = jax.random.split(key)
-        hist, fut, shop, ctx = (a[idx] for a in tr)
-        graphs = _window_graphs(src, probs, s2k, shop, k_g)
-        (loss, _), grads = grad_fn(p, hist, fut, graphs, ctx)
-        updates, o = opt.update(grads, o, p)
-        p = eqx.apply_updates(p, updates)
-        return (p, o, key), loss
-
-    @jax.jit
-    def train_epoch(p, o, key):
-        k_perm, k_steps = jax.random.split(key)
-        perm = jax.random.permutation(k_perm, n_train)[: n_batches * batch].reshape(n_batches, batch)
-        (p, o, _), losses = jax.lax.scan(train_step, (p, o, k_steps), perm)
-        return p, o, jnp.mean(losses)
-
-    val_graphs = _window_graphs(src, probs, s2k, va[2], k_val)  # fixed draws: a stable early-stopping target
-
-    @jax.jit
-    def val_loss(p):
-        return loss_fn(p, va[0], va[1], val_graphs, va[3])
-
-    hist_log: dict = {"train_loss": [], "val_loss": [], "val_rollout_mse": [], "learning_rate": []}
-    v0, vro0 = val_loss(params)
-    hist_log["init_val_loss"], hist_log["init_val_rollout_mse"] = float(v0), float(vro0)
-    best = (float(v0), params, -1)  # epoch -1: the warm start (own-lag least squares) itself
-    wait = 0
-    t0 = time.perf_counter()
-    bar = tqdm(
-        range(config.max_epochs), desc=f"decoder[{glabel}]", disable=not progress_enabled(config.progress_bar)
-    )
-    for epoch in bar:
-        k_train, k_ep = jax.random.split(k_train)
-        params, opt_state, tl = train_epoch(params, opt_state, k_ep)
-        vl, vro = val_loss(params)
-        tl, vl, vro = float(tl), float(vl), float(vro)
-        if not (math.isfinite(tl) and math.isfinite(vl)):
-            raise DataValidationError(
-                f"training diverged at epoch {epoch} (loss {tl}); lower learning_rate or check the data scale"
+    data = {
+        "train": tr,
+        "val": (va[0], va[1], val_graphs, va[3]),
+        "probs": probs,
+        "s2k": s2k,
+        "node_w": node_w,
+    }
+    f32, i32 = jnp.float32, jnp.int32
+    carry = {
+        "params": params,
+        "opt_state": opt.init(params),
+        "key": k_train,
+        "best_params": params,
+        "best_val": jnp.asarray(jnp.inf, f32),
+        "best_epoch": jnp.asarray(-1, i32),
+        "wait": jnp.asarray(0, i32),
+        "k": jnp.asarray(0, i32),
+        "stopped": jnp.asarray(False),
+        "bad": jnp.asarray(False),
+        "init_val": jnp.zeros((3,), f32),
+        "train_loss": jnp.zeros((config.max_epochs,), f32),
+        "val_loss": jnp.zeros((config.max_epochs,), f32),
+        "val_rollout": jnp.zeros((config.max_epochs,), f32),
+        "val_target": jnp.zeros((config.max_epochs,), f32),
+    }
+    show = progress_enabled(config.progress_bar)
+    # with a progress bar, return to Python every few epochs to draw it; otherwise one call runs everything
+    chunk = 10 if show else config.max_epochs
+    bar = tqdm(total=config.max_epochs, desc=f"decoder[{glabel}]", disable=not show)
+    t_loop = time.perf_counter()
+    done = 0
+    while True:
+        until = min(done + chunk, config.max_epochs)
+        carry = _train_chunk(static, carry, data, jnp.asarray(until, i32), plan)
+        k, stopped = int(carry["k"]), bool(carry["stopped"])
+        bar.update(k - done)
+        if k:
+            bar.set_postfix(
+                train=f"{float(carry['train_loss'][k - 1]):.4f}",
+                val=f"{float(carry['best_val']):.4f}",
+                refresh=False,
             )
-        hist_log["train_loss"].append(tl)
-        hist_log["val_loss"].append(vl)
-        hist_log["val_rollout_mse"].append(vro)
-        hist_log["learning_rate"].append(float(schedule((epoch + 1) * n_batches)))
-        if vl < best[0]:
-            best, wait = (vl, params, epoch), 0
-        else:
-            wait += 1
-        bar.set_postfix(train=f"{tl:.4f}", val=f"{vl:.4f}", refresh=False)
-        if wait >= config.patience:
+        done = k
+        if stopped:
             break
     bar.close()
-    epochs_run = len(hist_log["train_loss"])
-    if best[2] == 0 and epochs_run > config.patience:
+    loop_seconds = time.perf_counter() - t_loop
+    epochs_run = int(carry["k"])
+    tl = np.asarray(carry["train_loss"][:epochs_run], dtype=float)
+    vl = np.asarray(carry["val_loss"][:epochs_run], dtype=float)
+    vro = np.asarray(carry["val_rollout"][:epochs_run], dtype=float)
+    vtg = np.asarray(carry["val_target"][:epochs_run], dtype=float)
+    if bool(carry["bad"]):
+        bad_epoch = int(np.flatnonzero(~(np.isfinite(tl) & np.isfinite(vl)))[0]) if epochs_run else 0
+        raise DataValidationError(
+            f"training diverged at epoch {bad_epoch} (loss {tl[bad_epoch] if epochs_run else float('nan')}); "
+            "lower learning_rate or check the data scale"
+        )
+    best_epoch = int(carry["best_epoch"])
+    if best_epoch == 0 and epochs_run > config.patience:
         warnings.warn(
             f"decoder[{glabel}]: the validation loss was best after the first epoch and never improved in "
             f"{config.patience} more; the network adds little to its least-squares warm start or overfits — "
@@ -595,15 +822,25 @@ def train_decoder(
             ConvergenceWarning,
             stacklevel=2,
         )
-    hist_log.update(
-        best_epoch=int(best[2]),
-        best_val_loss=float(best[0]),
-        epochs_run=epochs_run,
-        train_seconds=time.perf_counter() - t0,
-        n_train_windows=int(n_train),
-        n_val_windows=int(len(val_w)),
-    )
-    final = eqx.combine(best[1], static)
+    init_val = np.asarray(carry["init_val"], dtype=float)
+    hist_log = {
+        "train_loss": tl.tolist(),
+        "val_loss": vl.tolist(),
+        "val_rollout_mse": vro.tolist(),
+        "val_target_mse": vtg.tolist(),
+        "learning_rate": [float(v) for v in np.asarray(schedule(np.arange(1, epochs_run + 1) * n_batches))],
+        "init_val_loss": float(init_val[0]),
+        "init_val_rollout_mse": float(init_val[1]),
+        "init_val_target_mse": float(init_val[2]),
+        "best_epoch": best_epoch,
+        "best_val_loss": float(carry["best_val"]),
+        "epochs_run": epochs_run,
+        "train_seconds": time.perf_counter() - t_start,
+        "loop_seconds": loop_seconds,
+        "n_train_windows": int(n_train),
+        "n_val_windows": int(len(val_w)),
+    }
+    final = eqx.combine(carry["best_params"], static)
     return TrainedDecoder(
         model=final,
         config=config,

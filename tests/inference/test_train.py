@@ -12,7 +12,15 @@ import pytest
 
 import dice_prob as dp
 from dice_prob.errors import ConfigError, DataValidationError, GraphValidationError, InputTypeError
-from dice_prob.inference.train import TrainedDecoder, _ls_ar_init, evaluate_mse, resolve_graph, train_decoder
+from dice_prob.inference.train import (
+    TrainedDecoder,
+    _graph_moments,
+    _ls_ar_init,
+    _ls_init,
+    evaluate_mse,
+    resolve_graph,
+    train_decoder,
+)
 
 D = 4
 TINY = dp.DecoderConfig(
@@ -182,7 +190,11 @@ def test_window_graph_draws_follow_probabilities(panel_and_truth):
     src = type(src)("sample", probs, np.zeros(panel.n_shops, np.int32), "posterior")
     g = np.asarray(
         _window_graphs(
-            src, jnp.asarray(probs), jnp.zeros(3, jnp.int32), jnp.zeros(4000, jnp.int32), jax.random.key(0)
+            src.mode,
+            jnp.asarray(probs),
+            jnp.zeros(3, jnp.int32),
+            jnp.zeros(4000, jnp.int32),
+            jax.random.key(0),
         )
     )
     assert g.shape == (4000, D, D)
@@ -212,6 +224,103 @@ def test_ls_ar_warm_start_recovers_ar1():
     coef, bias, resid = _ls_ar_init(x[:, :150], x[:, 150:], 2)
     assert coef[0, 0] == pytest.approx(0.7, abs=0.03) and abs(coef[0, 1]) < 0.03
     assert resid[0] == pytest.approx(1.0, rel=0.1)
+
+
+def _chain_windows(seed=0, shops=20, steps=300):
+    panel, truth = _var_panel(seed=seed, shops=shops, steps=steps, noise=1.0)
+    from dice_prob.data.windows import forecast_windows
+
+    w = forecast_windows(panel.values, history=10, horizon=3, split="all")
+    return w, truth, panel
+
+
+def test_graph_restricted_ls_var_recovers_chain_coefficients():
+    """Warm start along the oracle graph = least-squares VAR restricted to the true parents (known truth)."""
+    w, truth, panel = _chain_windows()
+    src = resolve_graph(panel, truth, TINY)
+    m1, m2 = _graph_moments(src)
+    bias, coef, kernel, resid = _ls_init(w.history, w.future, np.zeros(len(w), np.int64), m1, m2, 2)
+    expect = {(0, 1): 0.8, (1, 2): -0.7, (2, 3): 0.9}
+    for (j, i), v in expect.items():
+        assert kernel[j, i, 0] == pytest.approx(v, abs=0.05) and abs(kernel[j, i, 1]) < 0.05
+    np.testing.assert_allclose(coef[:, 0], [0.6, 0.5, 0.4, 0.3], atol=0.05)
+    assert np.all(np.abs(coef[:, 1]) < 0.05) and np.all(np.abs(bias) < 0.05)
+    off = truth == 0
+    assert np.all(kernel[off] == 0.0)  # non-edges (and the diagonal) are exactly zero, not just small
+    # the own-lag-only residual variance is graph-independent: node 0 has no parent (noise 1), node 1 does
+    assert resid[0] == pytest.approx(1.0, rel=0.1) and resid[1] > 1.3
+
+
+def test_ls_var_under_random_graphs_minimises_the_expected_loss():
+    """Posterior sampling: the closed form from graph moments equals least squares over every enumerated graph."""
+    w, _, panel = _chain_windows(seed=1, shops=4, steps=80)
+    probs = np.zeros((2, 1, D, D))
+    probs[:, 0, 2, 3] = [0.8, 0.1]  # two correlated uncertain parents of node 3 (draw-dependent)
+    probs[:, 0, 1, 3] = [0.2, 0.9]
+    probs[:, 0, 0, 1] = [0.3, 0.7]
+    src = resolve_graph(panel, "empty", TINY)
+    src = type(src)("sample", probs, np.zeros(1, np.int32), "posterior")
+    m1, m2 = _graph_moments(src)
+    p, ridge = 2, 1e-3
+    bias, coef, kernel, _ = _ls_init(w.history, w.future, np.zeros(len(w), np.int64), m1, m2, p, ridge)
+    series = np.concatenate([w.history, w.future], axis=1)
+    n, length, _ = series.shape
+    lags = np.stack([series[:, p - 1 - k : length - 1 - k] for k in range(p)], axis=-1).reshape(-1, D, p)
+    y = series[:, p:].reshape(-1, D)
+    for i, parents in ((3, (1, 2)), (1, (0,))):
+        rows, ys = [], []
+        for s in range(2):
+            for gates in np.ndindex(*(2,) * len(parents)):
+                prob = 0.5 * np.prod(
+                    [
+                        probs[s, 0, j, i] if g else 1 - probs[s, 0, j, i]
+                        for j, g in zip(parents, gates, strict=True)
+                    ]
+                )
+                cols = [np.ones((len(y), 1)), lags[:, i]] + [
+                    g * lags[:, j] for j, g in zip(parents, gates, strict=True)
+                ]
+                rows.append(np.sqrt(prob) * np.concatenate(cols, axis=1))
+                ys.append(np.sqrt(prob) * y[:, i])
+        x, yy = np.concatenate(rows), np.concatenate(ys)
+        pen = np.r_[0.0, np.ones(x.shape[1] - 1)]
+        beta = np.linalg.solve(x.T @ x + ridge * len(y) * np.diag(pen), x.T @ yy)
+        assert bias[i] == pytest.approx(beta[0], abs=1e-8)
+        np.testing.assert_allclose(coef[i], beta[1 : p + 1], atol=1e-8)
+        for k, j in enumerate(parents):
+            np.testing.assert_allclose(kernel[j, i], beta[p + 1 + k * p : p + 1 + (k + 1) * p], atol=1e-8)
+    assert np.all(kernel[:, 0] == 0) and np.all(kernel[:, 2] == 0)  # no possible parent -> exactly zero
+
+
+def test_warm_start_is_the_ls_var_and_early_stopping_can_keep_it(panel_and_truth):
+    """With a learning rate too small to move the weights, the returned decoder is the least-squares VAR."""
+    panel, truth = panel_and_truth
+    cfg = TINY.replace(learning_rate=1e-12, max_epochs=2, patience=1)
+    dec = train_decoder(jax.random.key(0), panel, graph=truth, config=cfg)
+    assert dec.history["best_epoch"] in (-1, 0, 1)
+    k = np.asarray(dec.model.edge_kernel)
+    assert np.all(k[truth == 0] == 0) and np.all(np.abs(k[truth != 0][:, 0]) > 0.2)
+    no_var = train_decoder(jax.random.key(0), panel, graph=truth, config=cfg.replace(var_init=False))
+    assert np.all(np.asarray(no_var.model.edge_kernel) == 0)
+    assert np.all(np.abs(np.asarray(no_var.model.ar_coef)[:, 0]) > 0.05)  # own lags still warm-started
+
+
+def test_second_call_with_same_shapes_reuses_the_compiled_loop(panel_and_truth, caplog):
+    """The training loop is compiled once per (architecture, shapes, static settings), not once per call."""
+    import logging
+
+    panel, truth = panel_and_truth
+    cfg = TINY.replace(batch_size=16, max_epochs=2)
+
+    def compiled(**kw):
+        caplog.clear()
+        with jax.log_compiles(True), caplog.at_level(logging.WARNING):
+            train_decoder(jax.random.key(kw.pop("seed", 0)), panel, graph=truth, config=cfg.replace(**kw))
+        return any("_train_chunk" in r.getMessage() for r in caplog.records)
+
+    compiled()  # may or may not compile (another test can have compiled these shapes)
+    assert not compiled(seed=5)  # other key, other graph values: same program
+    assert compiled(batch_size=8, max_epochs=3)  # new static settings: the detector does see a compilation
 
 
 def test_too_short_panel_raises():
