@@ -9,6 +9,7 @@ mmm funnel) and, with ``--fast``, fewer shops/seeds/draws. Timings on a shared m
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -140,7 +141,14 @@ def calibration(n_shops: int, cfg) -> dict:
     }
 
 
+def _tree_stats(post) -> dict:
+    c = post.convergence
+    keys = ("mean_tree_steps", "lockstep_tree_steps", "max_tree_depth_hits", "nuts_edges")
+    return {k: c[k] for k in keys} | _conv(post)
+
+
 def speed(n_batch: int, cfg) -> dict:
+    load_before = os.getloadavg()
     sim = simulate.funnel(jax.random.key(900), n_shops=n_batch, n_steps=100, n_lags=7, mode="linear")
     one = sim.panel.subset([0])
     post, first_wall, _ = _fit(jax.random.key(0), one, cfg)
@@ -157,6 +165,11 @@ def speed(n_batch: int, cfg) -> dict:
         _fit(jax.random.key(10 + r), sim.panel.subset([r]), cfg)
     seq_wall = time.perf_counter() - t0
     return {
+        "single_fit": _tree_stats(post),
+        "batch_fit": _tree_stats(postb),
+        "load_avg_1_5_15_before": list(load_before),
+        "load_avg_1_5_15_after": list(os.getloadavg()),
+        "cores_usable_by_process": len(os.sched_getaffinity(0)),
         "per_shop_fit_s_after_compile": single_wall,
         "compile_s_single": compile_single,
         "first_call_s_single": first_wall,
@@ -267,6 +280,21 @@ def _markdown(res: dict, base) -> str:
                 spd["peak_rss_gb_process_after_batch"] <= 4,
             ),
         ]
+        if "batch_fit" in spd:
+            b, one = spd["batch_fit"], spd["single_fit"]
+            la, lb = spd["load_avg_1_5_15_before"], spd["load_avg_1_5_15_after"]
+            md += [
+                "",
+                f"Speed run: NUTS moves the edge coefficients: {b['nuts_edges']}. Leapfrog steps per transition: "
+                f"single shop {one['mean_tree_steps']:.1f} (mean over chains); batch mean per lane "
+                f"{b['mean_tree_steps']:.1f}, lockstep cost (mean over draws of the longest of the "
+                f"{2 * spd['n_batch']} lanes) {b['lockstep_tree_steps']:.1f}; transitions at max_tree_depth: "
+                f"{b['max_tree_depth_hits']}. Machine load average (1/5/15 min) {la[0]:.1f}/{la[1]:.1f}/"
+                f"{la[2]:.1f} before and {lb[0]:.1f}/{lb[1]:.1f}/{lb[2]:.1f} after the section on "
+                f"{os.cpu_count()} cores: {'contended' if max(la[0], lb[0]) > 1.5 else 'quiet'}; the process could "
+                f"use {spd.get('cores_usable_by_process', 'an unrecorded number of')} core(s). "
+                "The speed-up is the ratio of two timings taken in the same process, one after the other.",
+            ]
     errors = {k: v["error"] for k, v in res.items() if isinstance(v, dict) and "error" in v}
     if errors:
         md += ["", f"Sections that failed: {errors}"]

@@ -111,6 +111,13 @@ class Stage1Config(_ConfigBase):
     has divergences, raises a ``ConvergenceWarning``. ``edge_gibbs``: after every NUTS transition, update each
     edge's coefficient block from its exact full conditional (a two-component Gaussian mixture), which moves
     edges between spike and slab; ``False`` leaves NUTS alone on the marginalised mixture density.
+    ``nuts_edges``: whether NUTS also moves the edge coefficients (``W``/``beta``). ``None`` (default) means
+    ``not edge_gibbs``: with the exact Gibbs sweep on, the edge coefficients, and then the conjugate intercepts
+    and own lags, are drawn from their exact conditionals and NUTS moves the rest (noise, pi; in mmm mode also
+    the carryover and Hill parameters) given them (HMC-within-Gibbs, as ``numpyro.infer.HMCGibbs``). That keeps
+    NUTS off the spike/slab scale switches of the edge coefficients, which no single mass matrix fits and which
+    made rare trajectories 4-8x longer (vmapped lanes wait for the longest one). ``True`` restores NUTS over
+    every site, followed by the edge Gibbs sweep.
 
     Examples
     --------
@@ -146,6 +153,7 @@ class Stage1Config(_ConfigBase):
     support: str = "roles"
     time_window: str = "train"
     edge_gibbs: bool = True
+    nuts_edges: bool | None = None
     noise_sd: float | None = None
     rhat_threshold: float = 1.01
     min_ess_per_chain: float = 100.0
@@ -181,6 +189,24 @@ class Stage1Config(_ConfigBase):
         _int(self.num_chains, c, "num_chains", 1, 64)
         _require(0.0 < self.target_accept_prob < 1.0, c, "target_accept_prob", "must be in (0, 1)")
         _int(self.max_tree_depth, c, "max_tree_depth", 1, 15)
+        _require(
+            isinstance(self.edge_gibbs, bool),
+            c,
+            "edge_gibbs",
+            f"must be True or False, got {self.edge_gibbs!r}",
+        )
+        _require(
+            self.nuts_edges is None or isinstance(self.nuts_edges, bool),
+            c,
+            "nuts_edges",
+            f"must be None, True or False, got {self.nuts_edges!r}",
+        )
+        _require(
+            self.edge_gibbs or self.nuts_edges is not False,
+            c,
+            "nuts_edges",
+            "False needs edge_gibbs=True (something must move the edge coefficients); use None or True",
+        )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,6 +14,20 @@ the other parameters the block enters one Gaussian likelihood linearly, so the c
 Gaussian mixture that can be sampled exactly (Metropolis-within-Gibbs; the indicator is drawn as an auxiliary
 and discarded, so the chain still targets the marginal posterior of the model). The potential energy and its
 gradient are refreshed afterwards, and the PIP is still the Rao-Blackwellised mean of ``P(z = 1 | W, pi)``.
+
+Which sites NUTS moves (``Stage1Config.nuts_edges``). By default the edge coefficients are drawn by the exact
+Gibbs sweep, the intercepts and own lags then by their exact (conjugate Gaussian) conditional, and NUTS moves
+the rest (noise, pi; in mmm mode also the carryover and Hill parameters) given them: HMC-within-Gibbs, the
+scheme of ``numpyro.infer.HMCGibbs``. The reason is measured: an edge's coefficients live at the spike scale
+(0.01) or the slab scale (~0.1) depending on its state, one adapted diagonal mass matrix cannot match both, and
+NUTS over them built mostly 31-step trees but now and then 127-255-step ones; vmapped lanes run in lockstep, so
+64 lanes (32 shops x 2 chains) paid ~3.7x the mean tree size per transition. With the small NUTS block the
+trees have ~5-6 steps (lockstep cost ~16 over 64 lanes) and PIPs agree with exact enumeration as before
+(tests/inference/test_reference.py). ``nuts_edges=True`` restores NUTS over every site.
+
+On CPU, a vmapped lane costs about as much per leapfrog step as a lane of a single-shop fit (the work is in the
+per-lane likelihood and the sequential edge sweep, not in dispatch), so batching shops saves little wall time;
+``convergence['lockstep_tree_steps']`` against ``convergence['mean_tree_steps']`` shows the lockstep share.
 """
 
 from __future__ import annotations
@@ -44,16 +58,20 @@ from dice_prob.graph import to_networkx as _to_networkx
 from dice_prob.models import sites
 from dice_prob.models.stage1 import (
     Stage1Data,
+    edge_contribution,
     edge_features,
     edge_inclusion_prob,
     edge_matrix,
     gibbs_edges,
+    gibbs_intercept_ar,
+    gram_eigen,
     init_values,
-    linear_predictor,
     model,
     prepare_data,
+    source_inputs,
 )
 from dice_prob.models.stage1 import slab_spike_scales as _scales
+from dice_prob.models.transforms import carryover_kernel
 
 __all__ = ["GraphPosterior", "fit_graph", "sample_graphs"]
 
@@ -77,13 +95,26 @@ def _pi_prior(config: Stage1Config):
     return prior
 
 
+def _edge_site(config: Stage1Config) -> str:
+    return sites.BETA if config.mode == "mmm" else sites.WEIGHTS
+
+
+def _nuts_moves_edges(config: Stage1Config) -> bool:
+    """Whether NUTS moves the edge coefficients too (``nuts_edges``; by default only without the edge Gibbs)."""
+    return (not config.edge_gibbs) if config.nuts_edges is None else bool(config.nuts_edges)
+
+
 @functools.lru_cache(maxsize=32)
 def _kernels(config: Stage1Config):
-    """(model fn, init_kernel, sample_kernel) for one config (cached so repeated fits reuse compiled code)."""
+    """(model fn, init_kernel, sample_kernel) for one config (cached so repeated fits reuse compiled code).
+
+    The potential takes ``(data, fixed)``: ``fixed`` holds the sites NUTS does not move (the edge coefficients
+    when they are updated by the exact Gibbs sweep alone, else nothing), held at their current values.
+    """
     mdl = functools.partial(model, config=config, pi_prior=_pi_prior(config))
 
-    def pe_gen(data):
-        return lambda z: potential_energy(mdl, (data,), {"obs": data.y}, z)
+    def pe_gen(data, fixed):
+        return lambda z: potential_energy(mdl, (data,), {"obs": data.y}, {**z, **fixed})
 
     init_kernel, sample_kernel = hmc(potential_fn_gen=pe_gen, algo="NUTS")
     return mdl, init_kernel, sample_kernel
@@ -107,36 +138,48 @@ def _compile_config(config: Stage1Config) -> Stage1Config:
 
 
 def _compiled(kind: str, config: Stage1Config, n: int, args):
-    """AOT-compile (and cache) the vmapped init / run-block function for these argument shapes."""
+    """AOT-compile (and cache) the vmapped init / run-block function for these argument shapes.
+
+    A lane's state is ``(hmc_state, fixed)``: NumPyro's functional NUTS state over the sites it moves, and the
+    dict of sites held fixed during the NUTS transition and redrawn by the Gibbs sweep (empty when NUTS moves
+    every site).
+    """
     shapes = tuple((tuple(x.shape), str(x.dtype)) for x in jax.tree_util.tree_leaves(args))
     treedef = jax.tree_util.tree_structure(args)
     config = _compile_config(config)
     key = (kind, config, n, shapes, treedef)
     if key in _COMPILED:
         return _COMPILED[key], 0.0
-    _, init_kernel, sample_kernel = _kernels(config)
+    mdl, init_kernel, sample_kernel = _kernels(config)
     if kind == "init":
 
-        def lane(rng, z0, data):
-            return init_kernel(
+        def lane(rng, z0, fixed, data):
+            hs = init_kernel(
                 z0,
                 config.num_warmup,
                 target_accept_prob=config.target_accept_prob,
                 max_tree_depth=config.max_tree_depth,
-                model_args=(data,),
+                model_args=(data, fixed),
                 rng_key=rng,
             )
+            return hs, fixed
 
-        fn = jax.vmap(jax.vmap(lane, in_axes=(0, 0, None)), in_axes=(0, 0, 0))
+        fn = jax.vmap(jax.vmap(lane, in_axes=(0, 0, 0, None)), in_axes=(0, 0, 0, 0))
     else:
-        mdl, _, _ = _kernels(config)
 
         def lane(state, data):
-            def body(s, _):
-                s = sample_kernel(s, model_args=(data,))
+            st = data.structure
+            eig = None
+            if config.mode != "mmm" and st.n_groups == len(st.group_of_shop):
+                # linear-mode features are data: decompose their Gram matrices once, not in every sweep
+                eig = gram_eigen(edge_features(data.xlag, st))
+
+            def body(carry, _):
+                s, fixed = carry
+                s = sample_kernel(s, model_args=(data, fixed))
                 if config.edge_gibbs:
-                    s = _gibbs_update(s, data, config, mdl)
-                return s, (s.z, s.diverging, s.num_steps)
+                    s, fixed = _gibbs_update(s, fixed, data, config, mdl, eig)
+                return (s, fixed), ({**s.z, **fixed}, s.diverging, s.num_steps)
 
             return lax.scan(body, state, None, length=n)
 
@@ -150,10 +193,14 @@ def _compiled(kind: str, config: Stage1Config, n: int, args):
     return compiled, dt
 
 
-def _gibbs_update(state, data: Stage1Data, config: Stage1Config, mdl):
-    """Exact Gibbs sweep over edge blocks after a NUTS transition; refreshes potential energy and gradient."""
+def _gibbs_update(state, fixed: dict, data: Stage1Data, config: Stage1Config, mdl, gram_eig=None):
+    """Exact Gibbs sweep over edge blocks after a NUTS transition; refreshes potential energy and gradient.
+
+    Returns the new ``(hmc_state, fixed)``: the redrawn coefficients go into ``fixed`` when NUTS does not move
+    them, else into the NUTS position.
+    """
     st = data.structure
-    z = state.z
+    z = {**state.z, **fixed}
     p = constrain_fn(mdl, (data,), {"obs": data.y}, z)
     mmm = st.mode == "mmm"
     if mmm:
@@ -161,25 +208,43 @@ def _gibbs_update(state, data: Stage1Data, config: Stage1Config, mdl):
             data.xlag, st, p.get(sites.HILL_HALF), p.get(sites.HILL_SLOPE), p[sites.RETENTION], p[sites.DELAY]
         )
         coef = p[sites.BETA][..., None]
+
+        def coef_w(beta):
+            return beta[..., None] * carryover_kernel(st.n_lags, p[sites.RETENTION], p[sites.DELAY])
+
     else:
         feats = edge_features(data.xlag, st)
         coef = p[sites.WEIGHTS]
-    mean = linear_predictor(feats, coef, p[sites.INTERCEPT], p[sites.AR], data.ylag, st)
+
+        def coef_w(weights):
+            return weights
+
+    w = coef_w(coef[..., 0] if mmm else coef)
+    x = source_inputs(data, p.get(sites.HILL_HALF), p.get(sites.HILL_SLOPE))
+    mean = p[sites.INTERCEPT][:, None, :] + p[sites.AR][:, None, :] * data.ylag + edge_contribution(x, w, st)
     if config.noise_sd is None:
         sigma = p[sites.NOISE]
     else:
         sigma = jnp.full(data.y.shape[::2], float(config.noise_sd))
     slab, spike = _scales(config, st)
     key = jax.random.fold_in(state.rng_key, 1)
-    new = gibbs_edges(key, feats, coef, data.y - mean, sigma, p[sites.PI], st, slab, spike)
-    z = dict(z)
-    z[sites.BETA if mmm else sites.WEIGHTS] = new[..., 0] if mmm else new
+    new = gibbs_edges(key, feats, coef, data.y - mean, sigma, p[sites.PI], st, slab, spike, gram_eig)
+    site = _edge_site(config)
+    new = {site: new[..., 0] if mmm else new}  # the edge sites have real support: unconstrained = constrained
+    if site in state.z:
+        zn = {**state.z, **new}
+    else:
+        # HMC-within-Gibbs: intercepts and own lags are conjugate given the new edges, so draw them exactly too
+        w = coef_w(new[site])
+        target = data.y - edge_contribution(x, w, st)
+        b, phi = gibbs_intercept_ar(jax.random.fold_in(state.rng_key, 2), target, data.ylag, sigma)
+        zn, fixed = state.z, {**fixed, **new, sites.INTERCEPT: b, sites.AR: phi}
 
     def pe(zz):
-        return potential_energy(mdl, (data,), {"obs": data.y}, zz)
+        return potential_energy(mdl, (data,), {"obs": data.y}, {**zz, **fixed})
 
-    energy, grad = jax.value_and_grad(pe)(z)
-    return state._replace(z=z, potential_energy=energy, z_grad=grad)
+    energy, grad = jax.value_and_grad(pe)(zn)
+    return state._replace(z=zn, potential_energy=energy, z_grad=grad), fixed
 
 
 def _block_size(nw: int, ns: int, progress: bool) -> int:
@@ -224,11 +289,16 @@ def _run_nuts(rng_key, batched: Stage1Data, config: Stage1Config, *, desc: str):
         z0[name] = jnp.asarray(base)[:, None] + jit
     keys = jax.random.split(k_run, b_ * c_).reshape((b_, c_) + jax.random.split(k_run, 1).shape[1:])
 
+    # sites NUTS does not move start at their initial values and are then redrawn by the Gibbs sweep
+    held = () if _nuts_moves_edges(config) else (_edge_site(config), sites.INTERCEPT, sites.AR)
+    fixed0 = {k: v for k, v in z0.items() if k in held}
+    z0 = {k: v for k, v in z0.items() if k not in held}
+
     timing = {"compile_s": 0.0}
     t_start = time.perf_counter()
-    init_fn, dt = _compiled("init", config, 0, (keys, z0, batched))
+    init_fn, dt = _compiled("init", config, 0, (keys, z0, fixed0, batched))
     timing["compile_s"] += dt
-    state = init_fn(keys, z0, batched)
+    state = init_fn(keys, z0, fixed0, batched)
     nw, ns = config.num_warmup, config.num_samples
     show = progress_enabled(config.progress_bar)
     blk = _block_size(nw, ns, show)
@@ -252,7 +322,7 @@ def _run_nuts(rng_key, batched: Stage1Data, config: Stage1Config, *, desc: str):
     stats = {
         "diverging": np.asarray(jnp.concatenate(divs, axis=2)),
         "num_steps": np.asarray(jnp.concatenate(steps, axis=2)),
-        "step_size": np.asarray(state.adapt_state.step_size),
+        "step_size": np.asarray(state[0].adapt_state.step_size),
     }
     return constrained, stats, timing
 
@@ -293,6 +363,7 @@ def _convergence(samples: dict, stats: dict, config: Stage1Config) -> dict:
     r = np.concatenate(rh) if rh else np.array([])
     e = np.concatenate(ess) if ess else np.array([])
     n_div = int(np.asarray(stats["diverging"]).sum())
+    steps = np.asarray(stats["num_steps"])  # (lanes..., draw)
     max_r = float(r.max()) if r.size else float("nan")
     min_e = float(e.min()) if e.size else float("nan")
     ess_needed = config.min_ess_per_chain * config.num_chains
@@ -305,7 +376,11 @@ def _convergence(samples: dict, stats: dict, config: Stage1Config) -> dict:
         "ess_required": ess_needed,
         "r_hat_threshold": config.rhat_threshold,
         "sites": per_site,
-        "mean_tree_steps": float(np.asarray(stats["num_steps"]).mean()),
+        "mean_tree_steps": float(steps.mean()),
+        # vmapped lanes (shops x chains) advance in lockstep: each transition costs the longest lane's tree
+        "lockstep_tree_steps": float(steps.reshape(-1, steps.shape[-1]).max(axis=0).mean()),
+        "max_tree_depth_hits": int((steps >= 2**config.max_tree_depth - 1).sum()),
+        "nuts_edges": _nuts_moves_edges(config),
     }
 
 

@@ -26,7 +26,7 @@ def _panel(n_shops=2, t=60, seed=0):
         for k in range(2, t):
             x[s, k, 2] += 0.3 * x[s, k - 1, 2] + 0.8 * x[s, k - 1, 0]
             x[s, k, 3] += 0.2 * x[s, k - 1, 3] + 0.7 * x[s, k - 1, 2] + 0.7 * x[s, k - 2, 1]
-    return dp.Panel(x, roles=ROLES)
+    return dp.Panel(x, roles=ROLES, train_steps=t)  # every step: this tiny problem needs all 60
 
 
 def _fit(key, panel, cfg):
@@ -104,6 +104,39 @@ def test_same_key_same_pips_and_different_key_differs(shop_post):
     np.testing.assert_array_equal(again.pip, shop_post.pip)
     other = _fit(jax.random.key(1), _panel(), CFG)
     assert not np.array_equal(other.draw_probs, shop_post.draw_probs)
+
+
+def test_lockstep_tree_stats_are_reported(shop_post):
+    c = shop_post.convergence
+    # the edge coefficients are Gibbs-only by default, so NUTS builds short trees over the other parameters
+    assert c["nuts_edges"] is False
+    assert 1 <= c["mean_tree_steps"] <= c["lockstep_tree_steps"] <= 2**CFG.max_tree_depth - 1
+    assert 0 <= c["max_tree_depth_hits"] <= 2 * 2 * CFG.num_samples
+
+
+def test_nuts_over_edges_too_gives_the_same_posterior(shop_post):
+    """HMC-within-Gibbs (default) and NUTS over every site + the Gibbs sweep target the same posterior."""
+    longer = CFG.replace(num_warmup=200, num_samples=300)  # Monte Carlo error well below the 0.1 tolerance
+    both = _fit(jax.random.key(5), _panel(), longer.replace(nuts_edges=True))
+    gibbs = _fit(jax.random.key(6), _panel(), longer)
+    assert both.convergence["nuts_edges"] is True and gibbs.convergence["nuts_edges"] is False
+    assert both.convergence["mean_tree_steps"] > gibbs.convergence["mean_tree_steps"]
+    mask = _panel().support_mask()
+    np.testing.assert_allclose(both.pip[:, mask], gibbs.pip[:, mask], atol=0.1)
+
+
+def test_nuts_edges_config_is_validated_and_round_trips():
+    cfg = dp.Stage1Config(nuts_edges=True)
+    assert dp.Stage1Config.from_dict(cfg.to_dict()) == cfg
+    assert dp.Stage1Config.from_dict(dp.Stage1Config().to_dict()).nuts_edges is None
+    with pytest.raises(ConfigError, match="nuts_edges"):
+        dp.Stage1Config(edge_gibbs=False, nuts_edges=False)
+    with pytest.raises(ConfigError, match="nuts_edges"):
+        dp.Stage1Config(nuts_edges="yes")
+    with pytest.raises(ConfigError, match="edge_gibbs"):
+        dp.Stage1Config(edge_gibbs=1)
+    plain = _fit(jax.random.key(0), _panel(n_shops=1), CFG.replace(edge_gibbs=False, num_samples=20))
+    assert plain.convergence["nuts_edges"] is True
 
 
 def test_short_run_warns_and_can_be_caught():

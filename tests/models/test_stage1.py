@@ -15,13 +15,20 @@ from dice_prob.config import Stage1Config
 from dice_prob.errors import DataValidationError, GraphValidationError
 from dice_prob.models import sites
 from dice_prob.models.stage1 import (
+    AR_SD,
+    INTERCEPT_SD,
+    edge_contribution,
     edge_features,
     edge_inclusion_prob,
     edge_matrix,
     gibbs_edges,
+    gibbs_intercept_ar,
+    linear_predictor,
     model,
     prepare_data,
+    source_inputs,
 )
+from dice_prob.models.transforms import carryover_kernel
 
 ROLES = ["channel", "intermediate", "target"]
 MASK = np.array([[0, 1, 1], [0, 0, 1], [0, 0, 0]], bool)
@@ -139,3 +146,58 @@ def test_gibbs_edges_draws_from_the_exact_conditional():
     # the draw is in the slab when |c| is far beyond the spike
     share = np.mean(np.abs(c) > 0.05)
     assert abs(share - p1) < 0.05
+
+
+@pytest.mark.parametrize("mode", ["linear", "mmm"])
+def test_edge_contribution_matches_per_edge_sum(mode):
+    """The per-target matrix-vector form of the likelihood mean equals the explicit per-edge, per-lag sum."""
+    _, d = _data(mode=mode, r=2, lags=3)
+    st = d.structure
+    rng = np.random.default_rng(3)
+    w = rng.normal(size=(1, st.n_edges, 3)).astype(np.float32)
+    half = slope = None
+    if mode == "mmm":
+        half, slope = jnp.full((1, 2), 0.4), jnp.full((1, 2), 1.5)
+    x = np.asarray(source_inputs(d, half, slope), dtype=np.float64)  # (R, T', S, L)
+    got = np.asarray(edge_contribution(jnp.asarray(x, jnp.float32), jnp.asarray(w), st))
+    ref = np.zeros(d.y.shape)
+    for e, (src, dst) in enumerate(zip(st.edge_src_slot, st.edge_dst_slot, strict=True)):
+        ref[:, :, dst] += np.einsum("rtl,l->rt", x[:, :, src, :], w[0, e])
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+    if mode == "mmm":  # and equals the kernel-feature form used by the Gibbs sweep
+        beta, ret, delay = (
+            jnp.asarray(w[..., 0]),
+            jnp.full((1, st.n_edges), 0.6),
+            jnp.full((1, st.n_edges), 0.5),
+        )
+        feats = edge_features(d.xlag, st, half, slope, ret, delay)
+        zero = jnp.zeros((2, 2))
+        via_feats = linear_predictor(feats, beta[..., None], zero, zero, d.ylag, st)
+        kern_w = beta[..., None] * carryover_kernel(3, ret, delay)
+        np.testing.assert_allclose(
+            np.asarray(edge_contribution(source_inputs(d, half, slope), kern_w, st)),
+            np.asarray(via_feats),
+            rtol=1e-5,
+            atol=1e-5,
+        )
+
+
+def test_gibbs_intercept_ar_matches_the_conjugate_posterior():
+    """Mean and covariance of the (b, phi) draws equal the Gaussian regression posterior computed by hand."""
+    rng = np.random.default_rng(4)
+    ylag = rng.normal(size=(1, 40, 2))
+    target = 0.3 + 0.6 * ylag + rng.normal(size=ylag.shape) * 0.7
+    sigma = np.array([[0.7, 0.9]])
+    keys = jax.random.split(jax.random.key(0), 20000)
+    b, phi = jax.vmap(
+        lambda k: gibbs_intercept_ar(k, jnp.asarray(target), jnp.asarray(ylag), jnp.asarray(sigma))
+    )(keys)
+    for j in range(2):
+        x = np.column_stack([np.ones(40), ylag[0, :, j]])
+        prec = x.T @ x / sigma[0, j] ** 2 + np.diag([1 / INTERCEPT_SD**2, 1 / AR_SD**2])
+        cov = np.linalg.inv(prec)
+        mean = cov @ x.T @ target[0, :, j] / sigma[0, j] ** 2
+        draws = np.stack([np.asarray(b[:, 0, j]), np.asarray(phi[:, 0, j])], axis=1).astype(np.float64)
+        se = np.sqrt(np.diag(cov) / draws.shape[0])  # Monte Carlo standard error of the mean
+        assert np.all(np.abs(draws.mean(0) - mean) < 4 * se + 1e-4), (draws.mean(0), mean)
+        np.testing.assert_allclose(np.cov(draws.T), cov, rtol=0.05, atol=1e-5)
