@@ -69,8 +69,12 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def write_results(name: str, payload: dict, markdown: str, *, wall_s: float | None = None) -> Path:
-    """Write ``results/NAME.json`` and ``NAME.md`` atomically, stamped with machine, command and date."""
+def write_results(
+    name: str, payload: dict, markdown: str, *, wall_s: float | None = None, out: Path | None = None
+) -> Path:
+    """Write ``NAME.json`` and ``NAME.md`` atomically into ``out`` (default ``results/``), stamped with machine,
+    command and date."""
+    out = RESULTS if out is None else Path(out)
     meta = {
         "name": name,
         "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
@@ -80,7 +84,7 @@ def write_results(name: str, payload: dict, markdown: str, *, wall_s: float | No
         "peak_rss_gb": peak_rss_gb(),
     }
     payload = {"meta": meta, **payload}
-    _atomic_write(RESULTS / f"{name}.json", json.dumps(payload, indent=2, default=_json_default) + "\n")
+    _atomic_write(out / f"{name}.json", json.dumps(payload, indent=2, default=_json_default) + "\n")
     m = meta["machine"]
     header = (
         f"# {name}\n\n"
@@ -89,12 +93,12 @@ def write_results(name: str, payload: dict, markdown: str, *, wall_s: float | No
         + (f"- wall time: {wall_s:.1f} s\n" if wall_s is not None else "")
         + f"- peak RSS: {meta['peak_rss_gb']:.2f} GB\n\n"
     )
-    _atomic_write(RESULTS / f"{name}.md", header + markdown.rstrip() + "\n")
+    _atomic_write(out / f"{name}.md", header + markdown.rstrip() + "\n")
     print(
-        f"[{name}] wrote {RESULTS / (name + '.json')} on {m['platform']} ({m['cpu_count']} CPUs); "
+        f"[{name}] wrote {out / (name + '.json')} on {m['platform']} ({m['cpu_count']} CPUs); "
         f"command: {meta['command']}"
     )
-    return RESULTS / f"{name}.json"
+    return out / f"{name}.json"
 
 
 def _json_default(o):

@@ -50,13 +50,13 @@ def out_dir(args) -> Path:
 
 
 def write(name: str, payload: dict, markdown: str, *, wall_s: float, out: Path) -> Path:
-    """``_common.write_results`` into ``out`` (the module-level folder is swapped for the call only)."""
-    old = _common.RESULTS
-    _common.RESULTS = Path(out)
-    try:
-        return _common.write_results(name, payload, markdown, wall_s=wall_s)
-    finally:
-        _common.RESULTS = old
+    """``_common.write_results`` into ``out``."""
+    return _common.write_results(name, payload, markdown, wall_s=wall_s, out=out)
+
+
+def seed_count(args) -> int:
+    """``--seeds``, else 1 seed with ``--fast`` and 5 for a full run."""
+    return args.seeds or (1 if args.fast else 5)
 
 
 def targets_md(targets: dict, checks: dict) -> str:

@@ -36,6 +36,7 @@ from _suite import (  # noqa: E402
     run_causalmmm,
     run_granger,
     run_stage1,
+    seed_count,
     stage1_config,
     targets_md,
     write,
@@ -159,7 +160,7 @@ def markdown(runs, agg, chk, fast) -> str:
 
 def main(argv=None) -> int:
     args = parser(__doc__).parse_args(argv)
-    n_seeds = args.seeds or (1 if args.fast else 5)
+    n_seeds = seed_count(args)
     t0 = time.perf_counter()
     runs = []
     for s in range(n_seeds):

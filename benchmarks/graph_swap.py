@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import jax  # noqa: E402
-from _suite import causalmmm_config, f, key, mean_sd, out_dir, parser, targets_md, write  # noqa: E402
+from _suite import causalmmm_config, f, key, mean_sd, out_dir, parser, seed_count, targets_md, write  # noqa: E402
 from attribution_bypass import PAPER, _swap_summary  # noqa: E402
 from sparse_target import prepare, settings, train_all  # noqa: E402
 
@@ -119,7 +119,7 @@ def markdown(runs, agg, chk, cfg, fast) -> str:
 def main(argv=None) -> int:
     args = parser(__doc__).parse_args(argv)
     cfg = settings(args.fast)
-    n_seeds = args.seeds or (1 if args.fast else 5)
+    n_seeds = seed_count(args)
     t0 = time.perf_counter()
     runs = []
     for s in range(n_seeds):

@@ -40,6 +40,7 @@ from _suite import (  # noqa: E402
     run_granger,
     run_stage1,
     scores_metrics,
+    seed_count,
     seed_jaccard,
     stage1_config,
     targets_md,
@@ -221,7 +222,7 @@ def markdown(cells: dict, chk: dict, seeds, fast: bool, s1cfg, cmcfg) -> str:
 
 def main(argv=None) -> int:
     args = parser(__doc__).parse_args(argv)
-    n_seeds = args.seeds or (1 if args.fast else 5)
+    n_seeds = seed_count(args)
     seeds = list(range(n_seeds))
     names = FAST_CELLS if args.fast else tuple(CELLS)
     t0 = time.perf_counter()

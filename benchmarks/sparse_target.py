@@ -32,6 +32,7 @@ from _suite import (  # noqa: E402
     parser,
     run_causalmmm,
     run_stage1,
+    seed_count,
     targets_md,
     write,
 )
@@ -253,7 +254,7 @@ def markdown(runs, agg, chk, cfg, fast) -> str:
 def main(argv=None) -> int:
     args = parser(__doc__).parse_args(argv)
     cfg = settings(args.fast)
-    n_seeds = args.seeds or (1 if args.fast else 5)
+    n_seeds = seed_count(args)
     t0 = time.perf_counter()
     runs = []
     for s in range(n_seeds):
