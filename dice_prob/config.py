@@ -99,8 +99,12 @@ def _choice(value, cls: str, field: str, choices) -> None:
 class Stage1Config(_ConfigBase):
     """Stage 1: spike-and-slab posterior over the lagged graph support (NumPyro NUTS).
 
-    Scales refer to the standardised data. ``graph_sharing``: ``shop`` (one graph per shop, vmapped
-    independent posteriors), ``shared`` (one graph, likelihood pooled over shops) or ``group`` (one graph per
+    Scales refer to the standardised data. ``learn_slab`` (default): the slab sd is learned per graph,
+    ``spike_scale + s`` with ``s ~ LogNormal(log slab_scale, slab_scale_sd)``, so the slab matches the size
+    of the effects in the data (a fixed wide slab charges every edge's L lags a large Occam penalty, and weak
+    but real effects lose to the spike); ``False`` fixes it at ``slab_scale``.
+
+    ``graph_sharing``: ``shop`` (one graph per shop, vmapped independent posteriors), ``shared`` (one graph, likelihood pooled over shops) or ``group`` (one graph per
     group in ``groups``).
 
     ``support``: ``roles`` (candidate edges from the node roles, ``Panel.support_mask()``) or ``all`` (every
@@ -117,7 +121,11 @@ class Stage1Config(_ConfigBase):
     the carryover and Hill parameters) given them (HMC-within-Gibbs, as ``numpyro.infer.HMCGibbs``). That keeps
     NUTS off the spike/slab scale switches of the edge coefficients, which no single mass matrix fits and which
     made rare trajectories 4-8x longer (vmapped lanes wait for the longest one). ``True`` restores NUTS over
-    every site, followed by the edge Gibbs sweep.
+    every site, followed by the edge Gibbs sweep. ``edge_sampler``: ``collapsed`` (default) draws each edge
+    indicator with every coefficient of its target node integrated out (edge blocks, intercepts and own lags),
+    then all of a node's coefficients jointly: chains move between interchangeable explanations (co-moving
+    channels, a parent's lags against the own lag) that the ``single`` edge-by-edge sweep cannot leave. With
+    ``nuts_edges=True`` the ``single`` sweep runs (NUTS then owns the intercepts and own lags).
 
     Examples
     --------
@@ -140,6 +148,8 @@ class Stage1Config(_ConfigBase):
     pi_alpha: float = 1.0
     pi_beta: float = 1.0
     slab_scale: float = 0.5
+    learn_slab: bool = True
+    slab_scale_sd: float = 1.0
     spike_scale: float = 0.01
     noise_scale: float = 1.0
     hill: bool = True
@@ -154,6 +164,7 @@ class Stage1Config(_ConfigBase):
     time_window: str = "train"
     edge_gibbs: bool = True
     nuts_edges: bool | None = None
+    edge_sampler: str = "collapsed"
     noise_sd: float | None = None
     rhat_threshold: float = 1.01
     min_ess_per_chain: float = 100.0
@@ -181,7 +192,13 @@ class Stage1Config(_ConfigBase):
                 "groups",
                 "is required when graph_sharing='group' (one group index per shop)",
             )
-        for f in ("pi_alpha", "pi_beta", "slab_scale", "spike_scale", "noise_scale"):
+        _require(
+            isinstance(self.learn_slab, bool),
+            c,
+            "learn_slab",
+            f"must be True or False, got {self.learn_slab!r}",
+        )
+        for f in ("pi_alpha", "pi_beta", "slab_scale", "slab_scale_sd", "spike_scale", "noise_scale"):
             _pos(getattr(self, f), c, f)
         _require(self.spike_scale < self.slab_scale, c, "spike_scale", "must be smaller than slab_scale")
         _int(self.num_warmup, c, "num_warmup", 1)
@@ -201,6 +218,7 @@ class Stage1Config(_ConfigBase):
             "nuts_edges",
             f"must be None, True or False, got {self.nuts_edges!r}",
         )
+        _choice(self.edge_sampler, c, "edge_sampler", ("collapsed", "single"))
         _require(
             self.edge_gibbs or self.nuts_edges is not False,
             c,

@@ -45,11 +45,16 @@ def _log_ml(y: np.ndarray, x: np.ndarray, prior_var: np.ndarray, s2: float) -> f
     )
 
 
+#: Gauss-Hermite nodes for the learned slab sd (log scale).
+_SLAB_NODES = 32
+
+
 def exact_pips(panel: Panel, *, config: Stage1Config) -> np.ndarray:
     """Exact posterior inclusion probabilities of one shared graph by enumerating all ``2^E`` edge patterns.
 
     Uses the same data preparation and priors as :func:`dice_prob.models.stage1.model` (``b ~ N(0, 1)``,
-    ``phi ~ N(0, 0.5^2)``, slab/spike ``N(0, s^2 I_L)``, ``pi ~ Beta(a, b)`` integrated out), all shops
+    ``phi ~ N(0, 0.5^2)``, slab/spike ``N(0, s^2 I_L)``, ``pi ~ Beta(a, b)`` integrated out, and a learned
+    slab sd integrated by Gauss-Hermite quadrature on its log scale), all shops
     pooled into one graph with per-shop intercepts and own-lag terms.
 
     Parameters
@@ -110,10 +115,17 @@ def exact_pips(panel: Panel, *, config: Stage1Config) -> np.ndarray:
     r_, tp, j_ = y.shape
     l_ = st.n_lags
     s2 = float(config.noise_sd) ** 2
-    slab2, spike2 = float(config.slab_scale) ** 2, float(config.spike_scale) ** 2
+    spike2 = float(config.spike_scale) ** 2
+    if config.learn_slab:
+        # slab sd = spike + s, s ~ LogNormal(log slab_scale, slab_scale_sd): Gauss-Hermite nodes on log s
+        gh_x, gh_w = np.polynomial.hermite_e.hermegauss(_SLAB_NODES)
+        slabs = config.spike_scale + np.exp(np.log(config.slab_scale) + config.slab_scale_sd * gh_x)
+        log_wq = np.log(gh_w / gh_w.sum())
+    else:
+        slabs, log_wq = np.array([float(config.slab_scale)]), np.zeros(1)
     src_slot, dst_slot = st.edge_src_slot, st.edge_dst_slot
 
-    # per target: log ML for every sub-pattern of its incoming edges
+    # per target and slab node: log ML for every sub-pattern of its incoming edges
     per_target = []
     for j in range(j_):
         es = np.flatnonzero(dst_slot == j)
@@ -126,10 +138,19 @@ def exact_pips(panel: Panel, *, config: Stage1Config) -> np.ndarray:
         yy = y[:, :, j].reshape(-1)
         table = {}
         for bits in itertools.product((0, 1), repeat=len(es)):
-            pv = np.concatenate(
-                [np.tile([1.0, 0.25], r_)] + [np.full(l_, slab2 if b else spike2) for b in bits]
+            table[bits] = np.array(
+                [
+                    _log_ml(
+                        yy,
+                        x,
+                        np.concatenate(
+                            [np.tile([1.0, 0.25], r_)] + [np.full(l_, sl**2 if b else spike2) for b in bits]
+                        ),
+                        s2,
+                    )
+                    for sl in slabs
+                ]
             )
-            table[bits] = _log_ml(yy, x, pv, s2)
         per_target.append((es, table))
 
     logp, pats = [], []
@@ -137,9 +158,10 @@ def exact_pips(panel: Panel, *, config: Stage1Config) -> np.ndarray:
         z = np.array(pattern)
         k = int(z.sum())
         lp = betaln(config.pi_alpha + k, config.pi_beta + e_ - k) - betaln(config.pi_alpha, config.pi_beta)
+        lq = log_wq.copy()
         for es, table in per_target:
-            lp += table[tuple(int(v) for v in z[es])]
-        logp.append(lp)
+            lq = lq + table[tuple(int(v) for v in z[es])]
+        logp.append(lp + logsumexp(lq))
         pats.append(z)
     logp = np.array(logp)
     w = np.exp(logp - logsumexp(logp))

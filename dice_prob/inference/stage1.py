@@ -63,6 +63,7 @@ from dice_prob.models.stage1 import (
     edge_inclusion_prob,
     edge_matrix,
     gibbs_edges,
+    gibbs_edges_collapsed,
     gibbs_intercept_ar,
     gram_eigen,
     init_values,
@@ -102,6 +103,12 @@ def _edge_site(config: Stage1Config) -> str:
 def _nuts_moves_edges(config: Stage1Config) -> bool:
     """Whether NUTS moves the edge coefficients too (``nuts_edges``; by default only without the edge Gibbs)."""
     return (not config.edge_gibbs) if config.nuts_edges is None else bool(config.nuts_edges)
+
+
+def _edge_sampler(config: Stage1Config) -> str:
+    """The edge update that runs: ``collapsed`` needs the intercepts and own lags out of NUTS (it integrates
+    them out), so with ``nuts_edges=True`` the single-edge sweep runs instead."""
+    return "single" if _nuts_moves_edges(config) else config.edge_sampler
 
 
 @functools.lru_cache(maxsize=32)
@@ -226,10 +233,13 @@ def _gibbs_update(state, fixed: dict, data: Stage1Data, config: Stage1Config, md
         sigma = p[sites.NOISE]
     else:
         sigma = jnp.full(data.y.shape[::2], float(config.noise_sd))
-    slab, spike = _scales(config, st)
+    slab, spike = _scales(config, st, p.get(sites.SLAB))
     key = jax.random.fold_in(state.rng_key, 1)
-    new = gibbs_edges(key, feats, coef, data.y - mean, sigma, p[sites.PI], st, slab, spike, gram_eig)
     site = _edge_site(config)
+    if _edge_sampler(config) == "collapsed":
+        new = gibbs_edges_collapsed(key, feats, coef, data.y, data.ylag, sigma, p[sites.PI], st, slab, spike)
+    else:
+        new = gibbs_edges(key, feats, coef, data.y - mean, sigma, p[sites.PI], st, slab, spike, gram_eig)
     new = {site: new[..., 0] if mmm else new}  # the edge sites have real support: unconstrained = constrained
     if site in state.z:
         zn = {**state.z, **new}
@@ -381,6 +391,7 @@ def _convergence(samples: dict, stats: dict, config: Stage1Config) -> dict:
         "lockstep_tree_steps": float(steps.reshape(-1, steps.shape[-1]).max(axis=0).mean()),
         "max_tree_depth_hits": int((steps >= 2**config.max_tree_depth - 1).sum()),
         "nuts_edges": _nuts_moves_edges(config),
+        "edge_sampler": _edge_sampler(config) if config.edge_gibbs else "none",
     }
 
 
@@ -720,7 +731,7 @@ def fit_graph(rng_key, panel: Panel, *, config: Stage1Config = Stage1Config()) -
             if config.graph_sharing == "shared" and name not in (sites.INTERCEPT, sites.AR, sites.NOISE):
                 v = v[:, :, 0]  # single graph
         samples[name] = v
-    slab, spike = _scales(config, st)
+    slab, spike = _scales(config, st, samples.get(sites.SLAB))
     coef = samples[sites.BETA if config.mode == "mmm" else sites.WEIGHTS]
     pi = samples[sites.PI]
     ep = np.asarray(edge_inclusion_prob(jnp.asarray(coef), jnp.asarray(pi), slab, spike))

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 #: Prior inclusion probability per graph, shape (G,).
 PI = "pi"
+#: Learned slab sd per graph, shape (G,) (``Stage1Config.learn_slab``): the slab sd is ``spike_scale + slab``
+#: per lag (linear) or on ``beta`` (mmm, times sqrt(L)).
+SLAB = "slab"
 #: Linear mode: lag weights per candidate edge, shape (G, E, L) (spike-and-slab per edge group).
 WEIGHTS = "W"
 #: mmm mode: total effect per candidate edge, shape (G, E) (spike-and-slab).
@@ -36,4 +39,4 @@ PLATE_TIME = "time"
 PLATE_TARGET = "target"
 
 #: Sites whose split r_hat / ESS is reported (well-defined under spike-and-slab multimodality).
-CONVERGENCE_SITES = (WEIGHTS, BETA, PI, EDGE_PROB)
+CONVERGENCE_SITES = (WEIGHTS, BETA, PI, SLAB, EDGE_PROB)

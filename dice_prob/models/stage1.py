@@ -52,6 +52,7 @@ __all__ = [
     "edge_contribution",
     "edge_features",
     "gibbs_edges",
+    "gibbs_edges_collapsed",
     "gibbs_intercept_ar",
     "gram_eigen",
     "linear_predictor",
@@ -207,10 +208,25 @@ def prepare_data(
     return Stage1Data(jnp.asarray(y, f32), jnp.asarray(ylag, f32), jnp.asarray(xlag, f32), structure)
 
 
-def slab_spike_scales(config, structure: Stage1Structure) -> tuple[float, float]:
-    """(slab, spike) sd of the spike-and-slab variable: per lag (linear) or on ``beta`` (mmm, x sqrt(L))."""
+def slab_spike_scales(config, structure: Stage1Structure, slab=None):
+    """(slab, spike) sd of the spike-and-slab variable: per lag (linear) or on ``beta`` (mmm, x sqrt(L)).
+
+    ``slab``: the learned slab site (any shape, e.g. (G,)) when ``config.learn_slab``; the slab sd is then
+    ``spike_scale + slab`` (so it never falls below the spike), else the fixed ``config.slab_scale``.
+    """
     f = math.sqrt(structure.n_lags) if structure.mode == "mmm" else 1.0
-    return float(config.slab_scale) * f, float(config.spike_scale) * f
+    spike = float(config.spike_scale) * f
+    if slab is None:
+        return float(config.slab_scale) * f, spike
+    return (float(config.spike_scale) + slab) * f, spike
+
+
+def _expand_scale(scale, pi, extra: int):
+    """A per-graph scale (shape of ``pi``) with ``extra`` trailing unit axes; a float stays a float."""
+    if isinstance(scale, float):
+        return scale
+    scale = jnp.asarray(scale)
+    return scale.reshape(scale.shape + (1,) * extra)
 
 
 def edge_inclusion_prob(coef, pi, slab: float, spike: float):
@@ -220,7 +236,7 @@ def edge_inclusion_prob(coef, pi, slab: float, spike: float):
     ----------
     coef : (..., G, E, L) lag weights (linear) or (..., G, E) effects (mmm).
     pi : (..., G)
-    slab, spike : float
+    slab : float or (..., G) array (learned slab sd per graph); spike : float
 
     Examples
     --------
@@ -231,7 +247,7 @@ def edge_inclusion_prob(coef, pi, slab: float, spike: float):
     """
     coef = jnp.asarray(coef)
     pi = jnp.asarray(pi)
-    lp_slab = dist.Normal(0.0, slab).log_prob(coef)
+    lp_slab = dist.Normal(0.0, _expand_scale(slab, pi, coef.ndim - pi.ndim)).log_prob(coef)
     lp_spike = dist.Normal(0.0, spike).log_prob(coef)
     if coef.ndim == pi.ndim + 2:  # linear: sum over lags
         lp_slab, lp_spike = lp_slab.sum(-1), lp_spike.sum(-1)
@@ -247,16 +263,19 @@ def edge_matrix(edge_values, structure: Stage1Structure):
     return out.at[..., np.array(structure.edge_src), np.array(structure.edge_dst)].set(ev)
 
 
-def _mixture(pi, shape_be, slab: float, spike: float, n_event: int | None):
-    """Spike-and-slab as MixtureSameFamily with batch ``shape_be`` = (G, E) and optional event (L,)."""
+def _mixture(pi, shape_be, slab, spike: float, n_event: int | None):
+    """Spike-and-slab as MixtureSameFamily with batch ``shape_be`` = (G, E) and optional event (L,).
+
+    ``slab``: a float or a (G,) array of per-graph slab sds."""
     probs = jnp.stack([1.0 - pi, pi], axis=-1)[:, None, :]  # (G, 1, 2)
     probs = jnp.broadcast_to(probs, shape_be + (2,))
-    scales = jnp.array([spike, slab])
+    slab = jnp.broadcast_to(jnp.reshape(jnp.asarray(slab, jnp.float32), (-1, 1)), shape_be)  # (G, E)
+    scales = jnp.stack([jnp.full(shape_be, spike, slab.dtype), slab], axis=-1)  # (G, E, 2)
     if n_event is None:
-        comp = dist.Normal(jnp.zeros(shape_be + (2,)), jnp.broadcast_to(scales, shape_be + (2,)))
+        comp = dist.Normal(jnp.zeros(shape_be + (2,)), scales)
     else:
         full = shape_be + (2, n_event)
-        comp = dist.Normal(jnp.zeros(full), jnp.broadcast_to(scales[:, None], full)).to_event(1)
+        comp = dist.Normal(jnp.zeros(full), jnp.broadcast_to(scales[..., None], full)).to_event(1)
     return dist.MixtureSameFamily(dist.Categorical(probs=probs), comp)
 
 
@@ -406,8 +425,9 @@ def gibbs_edges(
     onehot = jnp.asarray(np.eye(g_, dtype=np.float32)[gidx])  # (R, G)
     dst = jnp.asarray(st.edge_dst_slot)
     eye = jnp.eye(lf)
-    logs = jnp.log(jnp.array([spike, slab]) ** 2)  # (2,): component 0 = spike, 1 = slab
-    ridge = eye * jnp.exp(-logs)[:, None, None, None]  # (2, 1, Lf, Lf) prior precisions
+    slab_g = jnp.broadcast_to(jnp.asarray(slab, feats.dtype), (g_,))
+    logs = jnp.log(jnp.stack([jnp.full((g_,), spike, feats.dtype), slab_g]) ** 2)  # (2, G): 0 spike, 1 slab
+    ridge = eye * jnp.exp(-logs)[:, :, None, None]  # (2, G, Lf, Lf) prior precisions
     logpi = jnp.stack([jnp.log1p(-pi), jnp.log(pi)], axis=-1)  # (G, 2)
     keys = jax.random.split(rng_key, e_)
     if r_ == g_ and np.array_equal(gidx, np.arange(r_)):
@@ -430,7 +450,7 @@ def gibbs_edges(
             ..., 0
         ]
         logdet = 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), -1)  # (2, G)
-        lw = -0.5 * lf * logs[:, None] - 0.5 * logdet + 0.5 * jnp.sum(m * xtr[None], -1)
+        lw = -0.5 * lf * logs - 0.5 * logdet + 0.5 * jnp.sum(m * xtr[None], -1)
         k1, k2 = jax.random.split(keys[e])
         p1 = jax.nn.sigmoid(logpi[:, 1] + lw[1] - logpi[:, 0] - lw[0])
         z = jax.random.bernoulli(k1, p1)  # (G,)
@@ -446,6 +466,152 @@ def gibbs_edges(
 
     coef, _ = jax.lax.fori_loop(0, e_, body, (coef, resid_base))
     return coef
+
+
+def _node_slots(structure: Stage1Structure) -> tuple[np.ndarray, np.ndarray]:
+    """Per modelled node, its candidate edges padded to a common length: (idx (J, n_max), valid (J, n_max)).
+
+    ``idx`` holds edge indices, ``E`` (one past the last edge) on padding slots.
+    """
+    st = structure
+    dst = st.edge_dst_slot
+    j_ = len(st.recv_nodes)
+    per = [np.flatnonzero(dst == j) for j in range(j_)]
+    n_max = max(len(p) for p in per)
+    idx = np.full((j_, n_max), st.n_edges, dtype=np.int32)
+    valid = np.zeros((j_, n_max), dtype=bool)
+    for j, p in enumerate(per):
+        idx[j, : len(p)] = p
+        valid[j, : len(p)] = True
+    return idx, valid
+
+
+def gibbs_edges_collapsed(
+    rng_key, feats, coef, y, ylag, sigma, pi, structure: Stage1Structure, slab: float, spike: float
+):
+    """Collapsed Gibbs over the edge indicators, then one joint draw of every coefficient block.
+
+    The single-edge sweep (:func:`gibbs_edges`) redraws edge ``e`` given the *other* edges' coefficients. With
+    co-moving sources (two channels that rise and fall together) or a strong own lag that a parent's lags can
+    stand in for, that chain sticks: once one of two interchangeable edges holds the signal, the other has no
+    residual to explain and neither moves. Here each indicator ``z_e`` is drawn given the other indicators with
+    *every* coefficient of its target node integrated out -- the edge blocks and the node's per-shop intercept
+    and own lag (their Gaussian priors are conjugate) -- so a move from "B explains it" to "A explains it"
+    costs no barrier. Then all edge blocks of a node are drawn jointly from their Gaussian conditional given the
+    new indicators (the intercepts and own lags follow from :func:`gibbs_intercept_ar`). The indicators are
+    auxiliary: they start from a draw of ``z | coef`` and are discarded, so the chain targets the model's
+    marginal posterior as before.
+
+    Parameters
+    ----------
+    feats : (R, T', E, Lf) per-edge regressors (:func:`edge_features`).
+    coef : (G, E, Lf) current coefficients (only used to draw the starting indicators).
+    y, ylag : (R, T', J) standardised responses and their lag 1.
+    sigma : (R, J) residual sd; pi : (G,) prior inclusion probability.
+    slab, spike : prior sd of a coefficient in the slab / spike.
+
+    Returns
+    -------
+    coef : (G, E, Lf) new coefficients.
+
+    Notes
+    -----
+    Per node the edge coefficients ``c`` (K = n_max * Lf of them, padding slots fixed in the spike with zero
+    regressors) have, after integrating out each shop's ``(b, phi)``, a Gaussian likelihood with precision
+    ``G`` and information ``h`` (Schur complements of the per-shop 2 x 2 intercept/own-lag block). With prior
+    precision ``P_z`` the log evidence is ``-0.5 log|G + P_z| + 0.5 log|P_z| + 0.5 h'(G + P_z)^{-1} h``. For one
+    block ``k`` given the others it only depends on the Schur complement ``C`` of the other blocks in ``G``
+    and the matching information ``r``: ``0.5 Lf log p - 0.5 log|C + p I| + 0.5 r'(C + p I)^{-1} r`` with ``p``
+    the block's prior precision in the spike or the slab. ``C + p_now I`` and ``r`` come from the current
+    ``(G + P_z)^{-1}``: its ``k`` block is ``(C + p_now I)^{-1}`` and its mean's ``k`` block ``(C + p_now I)^{-1}
+    r``. One Cholesky factorisation of ``G + P_z`` per block and node.
+    """
+    st = structure
+    r_, tp, e_, lf = feats.shape
+    g_ = coef.shape[0]
+    gidx = np.array(st.group_of_shop, dtype=np.int32)
+    onehot = jnp.asarray(np.eye(g_, dtype=feats.dtype)[gidx])  # (R, G)
+    idx, valid = _node_slots(st)
+    j_, n_max = idx.shape
+    k_ = n_max * lf
+    # per-node design: its edges' regressors side by side, zero columns on padding slots
+    fpad = jnp.concatenate([feats, jnp.zeros((r_, tp, 1, lf), feats.dtype)], axis=2)
+    f = fpad[:, :, idx, :].reshape(r_, tp, j_, k_)  # (R, T', J, K)
+    zb = jnp.stack([jnp.ones_like(ylag), ylag], axis=-1)  # (R, T', J, 2)
+    w = 1.0 / sigma**2  # (R, J)
+    a = w[..., None, None] * jnp.einsum("rtja,rtjb->rjab", zb, zb) + jnp.diag(
+        jnp.array([1.0 / INTERCEPT_SD**2, 1.0 / AR_SD**2], feats.dtype)
+    )
+    zf = w[..., None, None] * jnp.einsum("rtja,rtjk->rjak", zb, f)  # (R, J, 2, K)
+    zy = w[..., None] * jnp.einsum("rtja,rtj->rja", zb, y)  # (R, J, 2)
+    ainv = jnp.linalg.inv(a)
+    gram = w[..., None, None] * jnp.einsum("rtjk,rtjl->rjkl", f, f) - jnp.einsum(
+        "rjak,rjab,rjbl->rjkl", zf, ainv, zf
+    )
+    info = w[..., None] * jnp.einsum("rtjk,rtj->rjk", f, y) - jnp.einsum("rjak,rjab,rjb->rjk", zf, ainv, zy)
+    gram = jnp.einsum("rg,rjkl->gjkl", onehot, gram)  # (G, J, K, K): shops of one graph pool
+    info = jnp.einsum("rg,rjk->gjk", onehot, info)
+    gram = 0.5 * (gram + jnp.swapaxes(gram, -1, -2))
+
+    p_slab = jnp.broadcast_to(1.0 / jnp.asarray(slab, feats.dtype) ** 2, (g_,))[:, None]  # (G, 1)
+    p_spike = 1.0 / spike**2
+    logit_pi = (jnp.log(pi) - jnp.log1p(-pi))[:, None]  # (G, 1)
+    k_start, k_sweep, k_draw = jax.random.split(rng_key, 3)
+    # starting indicators: a draw of z | coef (exact auxiliary step)
+    cpad = jnp.concatenate([coef, jnp.zeros((g_, 1, lf), coef.dtype)], axis=1)[:, idx, :]  # (G, J, n, Lf)
+    p0 = edge_inclusion_prob(
+        cpad.reshape(g_, j_ * n_max, lf) if lf > 1 else cpad[..., 0].reshape(g_, -1), pi, slab, spike
+    ).reshape(g_, j_, n_max)
+    valid_j = jnp.asarray(valid)
+    z = jax.random.bernoulli(k_start, p0) & valid_j[None]
+    eye_l = jnp.eye(lf, dtype=feats.dtype)
+
+    def factor(z):
+        prec = jnp.repeat(jnp.where(z, p_slab[..., None], p_spike), lf, axis=-1)  # (G, J, K)
+        lam = gram + prec[..., None] * jnp.eye(k_, dtype=feats.dtype)
+        chol = jnp.linalg.cholesky(lam)
+        mean = jax.scipy.linalg.cho_solve((chol, True), info[..., None])[..., 0]
+        return chol, mean
+
+    def body(k, carry):
+        z, key = carry
+        key, sub = jax.random.split(key)
+        chol, mean = factor(z)
+        u = jnp.zeros((k_, lf), feats.dtype).at[k * lf + jnp.arange(lf), jnp.arange(lf)].set(1.0)
+        x = jax.scipy.linalg.solve_triangular(
+            chol, jnp.broadcast_to(u, chol.shape[:-2] + (k_, lf)), lower=True
+        )
+        m_kk = jnp.einsum("gjkl,gjkm->gjlm", x, x)  # (G, J, Lf, Lf) = (C + p_now I)^{-1}
+        s_now = jnp.linalg.inv(0.5 * (m_kk + jnp.swapaxes(m_kk, -1, -2)))  # C + p_now I
+        m_k = jax.lax.dynamic_slice_in_dim(mean, k * lf, lf, axis=-1)  # (G, J, Lf)
+        r = jnp.einsum("gjlm,gjm->gjl", s_now, m_k)
+        p_now = jnp.where(z[:, :, k], p_slab, p_spike)
+        c = s_now - p_now[..., None, None] * eye_l
+        ev, q = jnp.linalg.eigh(0.5 * (c + jnp.swapaxes(c, -1, -2)))
+        ev = jnp.clip(ev, 0.0, None)
+        qr2 = jnp.einsum("gjlm,gjl->gjm", q, r) ** 2
+
+        def evidence(p):
+            p = jnp.asarray(p, feats.dtype)
+            pl = p[..., None]  # against the Lf eigenvalues
+            return (
+                0.5 * lf * jnp.log(p)
+                - 0.5 * jnp.sum(jnp.log(ev + pl), -1)
+                + 0.5 * jnp.sum(qr2 / (ev + pl), -1)
+            )
+
+        logit = logit_pi + evidence(p_slab) - evidence(p_spike)
+        zk = jax.random.bernoulli(sub, jax.nn.sigmoid(logit)) & valid_j[None, :, k]
+        return z.at[:, :, k].set(zk), key
+
+    z, _ = jax.lax.fori_loop(0, n_max, body, (z, k_sweep))
+    chol, mean = factor(z)
+    eps = jax.random.normal(k_draw, mean.shape, feats.dtype)
+    # c = mean + L^{-T} eps has covariance (L L')^{-1}
+    draw = mean + jax.scipy.linalg.solve_triangular(chol, eps[..., None], lower=True, trans=1)[..., 0]
+    draw = draw.reshape(g_, j_, n_max, lf)
+    out = jnp.zeros((g_, e_ + 1, lf), coef.dtype).at[:, idx, :].set(draw)
+    return out[:, :e_, :]
 
 
 def gibbs_intercept_ar(rng_key, target, ylag, sigma):
@@ -488,7 +654,7 @@ def _gibbs_edges_eigen(keys, feats, coef, resid_base, sigma, logpi, logs, dst, g
     if gram_eig is None:
         gram_eig = gram_eigen(feats)
     lam, q = gram_eig
-    inv_s2 = jnp.exp(-logs)[:, None, None]  # (2, 1, 1)
+    inv_s2 = jnp.exp(-logs)[:, :, None]  # (2, R, 1) (one graph per shop)
 
     def body(e, carry):
         coef, resid = carry
@@ -501,7 +667,7 @@ def _gibbs_edges_eigen(keys, feats, coef, resid_base, sigma, logpi, logs, dst, g
         xq = jnp.einsum("rkl,rk->rl", qe, w[:, None] * jnp.einsum("rtk,rt->rk", f, r))  # Q' F' r w
         prec = w[None, :, None] * lam[None, :, e] + inv_s2  # (2, R, Lf) posterior precisions, diagonal
         m = xq[None] / prec
-        lw = -0.5 * lf * logs[:, None] - 0.5 * jnp.sum(jnp.log(prec), -1) + 0.5 * jnp.sum(m * xq[None], -1)
+        lw = -0.5 * lf * logs - 0.5 * jnp.sum(jnp.log(prec), -1) + 0.5 * jnp.sum(m * xq[None], -1)
         k1, k2 = jax.random.split(keys[e])
         p1 = jax.nn.sigmoid(logpi[:, 1] + lw[1] - logpi[:, 0] - lw[0])
         z = jax.random.bernoulli(k1, p1)  # (R,)
@@ -548,13 +714,19 @@ def model(data: Stage1Data, *, config, obs=None, pi_prior=None):
     r_, tp, j_ = data.y.shape
     g_, e_, l_ = st.n_groups, st.n_edges, st.n_lags
     s_ = len(st.src_nodes)
-    slab, spike = slab_spike_scales(config, st)
 
     if pi_prior is None:
         with numpyro.plate(sites.PLATE_GRAPH, g_, dim=-1):
             pi = numpyro.sample(sites.PI, dist.Beta(config.pi_alpha, config.pi_beta))
     else:
         pi = pi_prior(g_)
+    learned = None
+    if getattr(config, "learn_slab", False):
+        with numpyro.plate(sites.PLATE_GRAPH, g_, dim=-1):
+            learned = numpyro.sample(
+                sites.SLAB, dist.LogNormal(math.log(config.slab_scale), config.slab_scale_sd)
+            )
+    slab, spike = slab_spike_scales(config, st, learned)
     with numpyro.plate(sites.PLATE_GRAPH, g_, dim=-2), numpyro.plate(sites.PLATE_EDGE, e_, dim=-1):
         if st.mode == "mmm":
             coef = numpyro.sample(sites.BETA, _mixture(pi, (g_, e_), slab, spike, None))
@@ -646,6 +818,8 @@ def init_values(y, ylag, xlag, structure: Stage1Structure, config) -> dict:
                 sig[r, j] = math.sqrt(s2)
             coef[g, es] = beta[2 * len(shops) :].reshape(len(es), nl)
     out = {sites.INTERCEPT: b, sites.AR: phi, sites.PI: np.zeros(g_)}
+    if getattr(config, "learn_slab", False):
+        out[sites.SLAB] = np.full(g_, math.log(config.slab_scale))  # unconstrained: the prior median
     if getattr(config, "noise_sd", None) is None:
         out[sites.NOISE] = np.log(sig)
     if mmm:

@@ -139,6 +139,44 @@ def test_nuts_edges_config_is_validated_and_round_trips():
     assert plain.convergence["nuts_edges"] is True
 
 
+def test_edge_sampler_and_learn_slab_are_validated_and_reported(shop_post):
+    assert shop_post.convergence["edge_sampler"] == "collapsed"
+    cfg = dp.Stage1Config(edge_sampler="single", learn_slab=False, slab_scale_sd=0.5)
+    assert dp.Stage1Config.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ConfigError, match="edge_sampler"):
+        dp.Stage1Config(edge_sampler="blocked")
+    with pytest.raises(ConfigError, match="learn_slab"):
+        dp.Stage1Config(learn_slab="yes")
+    with pytest.raises(ConfigError, match="slab_scale_sd"):
+        dp.Stage1Config(slab_scale_sd=0.0)
+    # NUTS over the intercepts and own lags rules out integrating them out: the single sweep runs
+    both = _fit(jax.random.key(0), _panel(n_shops=1), CFG.replace(nuts_edges=True, num_samples=20))
+    assert both.convergence["edge_sampler"] == "single"
+    # the learned slab is a sampled site, reported per shop like pi
+    assert shop_post.samples["slab"].shape == shop_post.samples["pi"].shape
+    fixed = _fit(jax.random.key(0), _panel(n_shops=1), CFG.replace(learn_slab=False, num_samples=20))
+    assert "slab" not in fixed.samples
+
+
+def test_learned_slab_tracks_the_size_of_the_effects():
+    """Effects drawn with sd 0.08 per lag: the slab's posterior leaves its prior median 0.5 and lands near it."""
+    rng = np.random.default_rng(11)
+    d, lags, t = 7, 3, 400
+    x = rng.normal(size=(t, d))
+    w = np.zeros((d, lags))
+    w[:4] = rng.normal(0.0, 0.08, size=(4, lags))  # four true parents of the target (last node)
+    for k in range(lags, t):
+        x[k, -1] = 0.5 * x[k - 1, -1] + np.sum(w[:-1] * x[k - lags : k][::-1].T[:-1]) + 0.1 * rng.normal()
+    panel = dp.Panel(x, roles=["channel"] * (d - 1) + ["target"], train_steps=t)
+    cfg = CFG.replace(n_lags=lags, num_warmup=300, num_samples=300)
+    post = _fit(jax.random.key(2), panel, cfg)
+    slab = cfg.spike_scale + np.asarray(post.samples["slab"])  # slab sd per lag
+    # z-scored data: the per-lag effect sd in standardised units is 0.08 / sd(target) ~ 0.08 / 0.25
+    scale = 0.08 / x[:, -1].std()
+    assert 0.35 * scale < np.median(slab) < 2.5 * scale
+    assert np.all(post.pip[0][:4, -1] > 0.9) and np.all(post.pip[0][4:-1, -1] < 0.5)
+
+
 def test_short_run_warns_and_can_be_caught():
     with pytest.warns(ConvergenceWarning, match="r_hat|ESS|divergent"):
         post = fit_graph(jax.random.key(0), _panel(), config=CFG)

@@ -9,7 +9,7 @@ import pytest
 from numpyro.handlers import seed, trace
 from numpyro.infer.util import log_density
 from scipy.stats import beta as beta_dist
-from scipy.stats import halfnorm, norm
+from scipy.stats import halfnorm, lognorm, norm
 
 from dice_prob.config import Stage1Config
 from dice_prob.errors import DataValidationError, GraphValidationError
@@ -74,8 +74,11 @@ def test_log_density_matches_hand_computation():
     p = {k: np.asarray(v, dtype=np.float64) for k, v in params.items()}
     pi, w = p["pi"][0], p["W"][0]  # (E, L)
     ref = beta_dist(1, 1).logpdf(pi)
+    # learned slab: sd = spike + s per lag, s ~ LogNormal(log 0.5, 1)
+    ref += lognorm(s=1.0, scale=0.5).logpdf(p["slab"][0])
+    slab_sd = 0.01 + p["slab"][0]
     for e in range(3):
-        slab = np.prod(norm(0, 0.5).pdf(w[e]))
+        slab = np.prod(norm(0, slab_sd).pdf(w[e]))
         spike = np.prod(norm(0, 0.01).pdf(w[e]))
         ref += np.log(pi * slab + (1 - pi) * spike)
     ref += norm(0, 1).logpdf(p["b"]).sum() + norm(0, 0.5).logpdf(p["phi"]).sum()
