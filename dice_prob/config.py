@@ -243,10 +243,13 @@ class DecoderConfig(_ConfigBase):
     ``graph="full"`` means — ``support`` (every pair the node roles allow, ``panel.support_mask()``) or
     ``offdiag`` (every off-diagonal pair). ``ar_init``: warm-start the decoder's linear part by least squares on
     the training windows (the network then learns the residual dynamics, and early stopping keeps the warm start
-    unless training beats it on validation): each node's own-lag skip and, with ``var_init`` (graph-safe decoder
-    only), its graph-gated lag path, i.e. a VAR(``ar_lags``) restricted to the training graph's parents (for a
-    posterior, the expected loss over its Bernoulli graph draws is minimised). ``var_init=False`` warm-starts the
-    own lags only and starts the graph path at zero.
+    unless training beats it on validation): each node's own-lag skip and, with ``var_init``, its lagged
+    cross-node path, i.e. a VAR(``ar_lags``) restricted to the training graph's parents for the graph-safe decoder
+    (for a posterior, the expected loss over its Bernoulli graph draws is minimised) or over all other nodes for
+    the dense baseline. ``var_init=False`` warm-starts the own lags only and starts the cross-node path at zero.
+    ``ls_ridge``: the ridge penalty of that fit (relative: times the number of regression rows, on every slope);
+    ``"auto"`` picks it per node from a log grid (1e-4 .. 10) by blocked 5-fold cross-validation over time on
+    the training windows, a number fixes it.
     ``loss_weighting``: ``ar_residual`` weights each node's squared error by the inverse of that AR fit's
     one-step residual variance (floored at 0.01, normalised to mean 1) — a per-node Gaussian likelihood, so
     predictable nodes are not drowned by noisy ones; ``none`` weights all nodes equally.
@@ -287,9 +290,14 @@ class DecoderConfig(_ConfigBase):
     ar_init: bool = True
     var_init: bool = True
     loss_weighting: str = "ar_residual"
+    ls_ridge: float | str = "auto"
 
     def __post_init__(self) -> None:
         c = "DecoderConfig"
+        if isinstance(self.ls_ridge, str):
+            _choice(self.ls_ridge, c, "ls_ridge", ("auto",))
+        else:
+            _pos(self.ls_ridge, c, "ls_ridge", allow_zero=True)
         _choice(self.loss_weighting, c, "loss_weighting", ("ar_residual", "none"))
         _int(self.ar_lags, c, "ar_lags", 1, 366)
         _int(self.dense_hidden_size, c, "dense_hidden_size", 1)

@@ -7,10 +7,13 @@ split of ``panel.scaled`` (:func:`dice_prob.data.windows.forecast_windows`), hol
     teacher-forced one-step MSE over the history  +  rollout_weight * free-running MSE over the horizon
 
 with AdamW, global-norm gradient clipping and a warmup-cosine learning-rate schedule, starting from the
-least-squares VAR restricted to the training graph (the decoder's linear part; the network starts at zero) so that
-early stopping on the validation loss can only keep or improve that forecast. The whole early-stopping loop
-(epochs of shuffled mini-batches mixing shops, validation, best-parameter tracking) is one module-level compiled
-``lax.while_loop``: a second call with the same shapes and settings reuses the compiled program.
+least-squares VAR restricted to the training graph (the decoder's linear part; the network starts at zero; for the
+dense baseline the unrestricted VAR over all nodes) so that early stopping on the validation loss can only keep or
+improve that forecast. The VAR's ridge penalty is chosen per node by blocked cross-validation over time
+(``DecoderConfig.ls_ridge="auto"``), so a full graph on a short panel does not start from an overfitted VAR.
+The whole early-stopping loop (epochs of shuffled mini-batches mixing shops, validation, best-parameter
+tracking) is one module-level compiled ``lax.while_loop``: a second call with the same shapes and settings reuses
+the compiled program.
 
 Graph inputs (``graph=``):
 
@@ -32,6 +35,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
+from typing import NamedTuple
 
 import equinox as eqx
 import jax
@@ -63,7 +67,9 @@ _ARCHITECTURES = {
     "ARTargetDecoder": ARTargetDecoder,
 }
 _FORMAT = "dice_prob.TrainedDecoder"
-_FORMAT_VERSION = 2  # 2: GraphSafeDecoder.edge_kernel (d, d, p) replaced the low-rank pair kernel
+# 2: GraphSafeDecoder.edge_kernel (d, d, p) replaced the low-rank pair kernel; 3: DenseDecoder gained var_kernel
+# (older dense checkpoints fail the leaf-shape check with a clear error)
+_FORMAT_VERSION = 3
 _DEFAULT = DecoderConfig()
 
 
@@ -258,7 +264,9 @@ class TrainedDecoder:
         ``val_target_mse`` (target rollout), ``learning_rate``; plus ``init_val_loss`` / ``init_val_rollout_mse``
         / ``init_val_target_mse`` (the least-squares warm start), ``best_epoch`` (-1 when the warm start was never
         beaten on validation), ``best_val_loss``, ``epochs_run``, ``train_seconds`` (the whole call, compilation
-        included), ``loop_seconds`` (the compiled loop), ``n_train_windows``, ``n_val_windows``.
+        included), ``loop_seconds`` (the compiled loop), ``n_train_windows``, ``n_val_windows``; ``ls_ridge``
+        (per node, the relative ridge of the least-squares warm start), ``ls_ridge_grid`` and ``ls_cv_mse``
+        (per node and grid value, the cross-validated one-step MSE it was chosen by; None for a fixed ridge).
     nodes : tuple of str
     target_index : int
     train_graph_label : str
@@ -406,35 +414,121 @@ def _graph_moments(src: _GraphSource) -> tuple[np.ndarray, np.ndarray]:
     return a, np.einsum("kji,kli->kijl", a, a)
 
 
-def _ls_init(hist: np.ndarray, fut: np.ndarray, group: np.ndarray, m1, m2, p: int, ridge: float = 1e-3):
+# Relative ridge grid (penalty = value * number of regression rows, on standardised data) searched by blocked
+# cross-validation when ``DecoderConfig.ls_ridge == "auto"``: from ~no shrinkage to strong shrinkage (at 10 the
+# slopes are pulled to a small fraction of their least-squares size). ``_BASE_RIDGE`` is the fixed value used
+# before the search existed; it stays the default of the low-level functions and of the loss-weight AR fit.
+_RIDGE_GRID = tuple(float(v) for v in np.logspace(-4, 1, 11))
+_BASE_RIDGE = 1e-3
+_N_FOLDS = 5
+
+
+class _LSFit(NamedTuple):
+    """Result of :func:`_ls_init` (see there)."""
+
+    bias: np.ndarray
+    coef: np.ndarray
+    kernel: np.ndarray
+    resid: np.ndarray
+    ridge: np.ndarray
+    cv_mse: np.ndarray | None
+    grid: tuple
+
+
+def _row_layout(n: int, w: int, n_rows: int, p_eff: int, shop, origin, n_folds: int):
+    """Which (window, row) regression rows to keep and their cross-validation fold.
+
+    With ``shop``/``origin`` the absolute time of row ``r`` of window ``n`` is ``origin - w + 1 + p_eff + r``;
+    overlapping windows repeat a (shop, time) row many times, so each is kept once (otherwise a row could sit in
+    a training fold and in the held-out fold at once). Folds are contiguous blocks of time, shared by all shops.
+    Without them every window is its own series and folds are contiguous blocks of windows.
+    """
+    if origin is None:
+        time = np.broadcast_to(np.arange(n)[:, None], (n, n_rows))
+        keep = np.ones((n, n_rows), bool)
+    else:
+        time = np.asarray(origin, np.int64)[:, None] - w + 1 + p_eff + np.arange(n_rows)[None]
+        span = int(time.max() - time.min()) + 1
+        key = np.asarray(shop, np.int64)[:, None] * span + (time - time.min())
+        _, first = np.unique(key.ravel(), return_index=True)
+        keep = np.zeros(n * n_rows, bool)
+        keep[first] = True
+        keep = keep.reshape(n, n_rows)
+    t0 = int(time.min())
+    span = int(time.max()) - t0 + 1
+    n_f = max(1, min(int(n_folds), span))
+    fold = ((time - t0) * n_f) // span
+    return keep, fold, n_f
+
+
+def _ls_init(
+    hist: np.ndarray,
+    fut: np.ndarray,
+    group: np.ndarray,
+    m1,
+    m2,
+    p: int,
+    ridge: float | str = _BASE_RIDGE,
+    *,
+    shop=None,
+    origin=None,
+    n_folds: int = _N_FOLDS,
+    grid: tuple = _RIDGE_GRID,
+) -> _LSFit:
     """Least-squares warm start of the decoder's linear part: a graph-restricted VAR(p) on the training windows.
 
     Each node ``i`` is regressed on an intercept, its own ``p`` lags and, for every ``j != i``, ``A[j, i]`` times
     the ``p`` lags of ``x_j`` — exactly the decoder's own-lag skip plus its graph-gated linear path. When the graph
     is random (posterior sampling) the *expected* squared loss over graph draws is minimised, which only needs the
     moments ``m1``, ``m2`` of :func:`_graph_moments` (window ``n`` uses bank entry ``group[n]``). Pairs that never
-    carry an edge get exactly 0. A ridge ``ridge * n_rows`` on every slope keeps short series well posed.
+    carry an edge get exactly 0. Every slope gets a ridge penalty ``ridge * n_rows``.
+
+    ``ridge="auto"`` picks the penalty per node from ``grid`` by blocked ``n_folds``-fold cross-validation over
+    time (the one-step squared error of each held-out block, fitted on the other blocks; for an autoregression
+    with uncorrelated errors plain K-fold CV on the lagged rows is valid, Bergmeir, Hyndman & Koo 2018). A full
+    graph over few shops and steps is an unrestricted VAR with ``d * p`` slopes per equation: the search shrinks
+    it where the data cannot support it, and leaves a well-determined fit (almost) unpenalised. Ties go to the
+    smaller penalty.
+
+    Parameters
+    ----------
+    hist, fut : (N, W, d), (N, H, d)
+        Windows; each is one series ``concat(hist, fut)``.
+    group : (N,) int
+        Graph bank entry of each window.
+    m1, m2 : graph moments (:func:`_graph_moments`).
+    p : int
+        Lag order.
+    ridge : float or "auto"
+        Relative penalty (>= 0), or choose it per node by cross-validation.
+    shop, origin : (N,) int, optional
+        Window shop and origin: duplicated (shop, time) rows of overlapping windows are then used once and the
+        folds are blocks of absolute time. Without them each window is its own series.
 
     Returns
     -------
-    bias : (d,)
-    coef : (d, p)
-        Own-lag coefficients (lag 1 first, the decoder's buffer order).
-    kernel : (d, d, p)
-        ``kernel[j, i, l]``: coefficient of ``A[j, i] * x_j(t - 1 - l)`` in the equation of node ``i``.
-    resid : (d,)
-        One-step residual variance of the own-lag-only AR(p) fit (graph-independent, so every graph variant is
-        trained on the same per-node loss weights).
+    _LSFit
+        ``bias`` (d,); ``coef`` (d, p) own-lag coefficients (lag 1 first, the decoder's buffer order);
+        ``kernel`` (d, d, p) with ``kernel[j, i, l]`` the coefficient of ``A[j, i] * x_j(t - 1 - l)`` in the
+        equation of node ``i``; ``resid`` (d,) the one-step residual variance of the own-lag-only AR(p) fit
+        (graph-independent, penalty ``_BASE_RIDGE`` under "auto", so every graph variant is trained on the same
+        per-node loss weights); ``ridge`` (d,) the penalty used per node; ``cv_mse`` (d, len(grid)) the
+        cross-validated one-step MSE per grid value (None for a fixed ridge); ``grid``.
     """
+    auto = isinstance(ridge, str)
+    if auto and ridge != "auto":
+        raise ConfigError(f"ridge: must be a non-negative number or 'auto', got {ridge!r}")
     series = np.concatenate([hist, fut], axis=1).astype(np.float64)  # (N, W + H, d)
     n, length, d = series.shape
     p_eff = min(p, length - 1)
     n_rows = length - p_eff
     n_k = m1.shape[0]
     cols = 1 + d * p_eff  # intercept, then p lags of every node (node-major, lag 1 first)
-    gram = np.zeros((n_k, cols, cols))
-    rhs = np.zeros((n_k, cols, d))
-    yy = np.zeros(d)
+    keep, fold, n_f = _row_layout(n, hist.shape[1], n_rows, p_eff, shop, origin, n_folds if auto else 1)
+    gram = np.zeros((n_f, n_k, cols, cols))
+    rhs = np.zeros((n_f, n_k, cols, d))
+    yy = np.zeros((n_f, d))
+    cnt = np.zeros(n_f)
     group = np.asarray(group, dtype=np.int64)
     for start in range(0, n, 2048):  # chunks of windows bound the memory of the lag design
         z = series[start : start + 2048]
@@ -442,24 +536,32 @@ def _ls_init(hist: np.ndarray, fut: np.ndarray, group: np.ndarray, m1, m2, p: in
             [z[:, p_eff - 1 - k : length - 1 - k] for k in range(p_eff)], axis=-1
         )  # (n, rows, d, p)
         x = np.concatenate([np.ones((*lags.shape[:2], 1)), lags.reshape(*lags.shape[:2], -1)], axis=-1)
-        y = z[:, p_eff:]
-        g = group[start : start + 2048]
-        for k in np.unique(g):
-            xs, ys = x[g == k].reshape(-1, cols), y[g == k].reshape(-1, d)
-            gram[k] += xs.T @ xs
-            rhs[k] += xs.T @ ys
-        yy += np.einsum("nrd,nrd->d", y, y)
-    total = n * n_rows
+        kp = keep[start : start + 2048]
+        xs, ys = x[kp], z[:, p_eff:][kp]  # (m, cols), (m, d)
+        gs = np.broadcast_to(group[start : start + 2048, None], kp.shape)[kp]
+        cell = fold[start : start + 2048][kp] * n_k + gs
+        for c in np.unique(cell):
+            f, k = divmod(int(c), n_k)
+            sel = cell == c
+            gram[f, k] += xs[sel].T @ xs[sel]
+            rhs[f, k] += xs[sel].T @ ys[sel]
+            yy[f] += np.einsum("nd,nd->d", ys[sel], ys[sel])
+            cnt[f] += sel.sum()
+    total = cnt.sum()
+    base = _BASE_RIDGE if auto else float(ridge)
+    grid = tuple(float(v) for v in grid) if auto else (base,)
     bias, coef = np.zeros(d), np.zeros((d, p))
     kernel, resid = np.zeros((d, d, p)), np.ones(d)
+    chosen = np.full(d, base)
+    cv_mse = np.zeros((d, len(grid))) if auto else None
+    g_all, r_all, yy_all = gram.sum((0, 1)), rhs.sum((0, 1)), yy.sum(0)
     block = np.r_[0, np.repeat(np.arange(1, d + 1), p_eff)]  # column -> block (0 intercept, 1 + j node j)
     for i in range(d):
         own = np.r_[True, block[1:] == i + 1]  # intercept and own lags: always in the equation
         # own-lag AR(p) alone: its residual variance weights the loss
-        beta = _ridge_solve(gram.sum(0)[np.ix_(own, own)], rhs.sum(0)[own, i], ridge * total)
-        g_own = gram.sum(0)[np.ix_(own, own)]
-        r_own = rhs.sum(0)[own, i]
-        resid[i] = max(float(yy[i] - 2 * beta @ r_own + beta @ g_own @ beta) / total, 1e-12)
+        g_own, r_own = g_all[np.ix_(own, own)], r_all[own, i]
+        beta = _ridge_solve(g_own, r_own, base * total)
+        resid[i] = max(float(yy_all[i] - 2 * beta @ r_own + beta @ g_own @ beta) / total, 1e-12)
         # graph-restricted VAR: expected design scales the lags of x_j by A[j, i]
         scale1 = np.ones((n_k, d + 1))  # E[gate] per block
         scale1[:, 1:] = np.where(np.arange(d) == i, 1.0, m1[:, :, i])
@@ -468,17 +570,43 @@ def _ls_init(hist: np.ndarray, fut: np.ndarray, group: np.ndarray, m1, m2, p: in
         scale2[:, 1 + i, 1:] = scale1[:, 1:]
         scale2[:, 1:, 1 + i] = scale1[:, 1:]
         scale2[:, 1 + i, 1 + i] = 1.0
-        eg = np.einsum("kab,kab->ab", scale2[:, block][:, :, block], gram)
-        er = np.einsum("ka,ka->a", scale1[:, block], rhs[:, :, i])
+        eg_f = np.einsum("kab,fkab->fab", scale2[:, block][:, :, block], gram)  # per fold
+        er_f = np.einsum("ka,fka->fa", scale1[:, block], rhs[..., i])
+        eg, er = eg_f.sum(0), er_f.sum(0)
         active = own | (np.diag(eg) > 0)
+        ix = np.ix_(active, active)
+        if auto:
+            cv_mse[i] = _cv_ridge_curve(eg_f[:, ix[0], ix[1]], er_f[:, active], yy[:, i], cnt, grid)
+            chosen[i] = grid[int(np.argmin(cv_mse[i]))]  # first minimum: ties go to the smaller penalty
         beta = np.zeros(cols)
-        beta[active] = _ridge_solve(eg[np.ix_(active, active)], er[active], ridge * total)
+        beta[active] = _ridge_solve(eg[ix], er[active], chosen[i] * total)
         bias[i] = beta[0]
         lag = beta[1:].reshape(d, p_eff)
         coef[i, :p_eff] = lag[i]
         kernel[:, i, :p_eff] = lag
         kernel[i, i] = 0.0  # the diagonal is never an edge
-    return bias, coef, kernel, resid
+    return _LSFit(bias, coef, kernel, resid, chosen, cv_mse, grid)
+
+
+def _cv_ridge_curve(eg_f, er_f, yy_f, cnt, grid) -> np.ndarray:
+    """Cross-validated one-step MSE of one equation for every relative ridge in ``grid``.
+
+    ``eg_f`` (F, a, a), ``er_f`` (F, a) and ``yy_f`` (F,) are the (expected) normal-equation blocks of the F
+    folds, ``cnt`` (F,) their row counts. Fold ``f`` is predicted by the fit on all other folds, penalty
+    ``ridge * rows in those folds``; the squared error of fold ``f`` follows from its own blocks:
+    ``yy_f - 2 beta . er_f + beta' eg_f beta``.
+    """
+    eg, er = eg_f.sum(0), er_f.sum(0)
+    fit_g, fit_r, fit_n = eg[None] - eg_f, er[None] - er_f, cnt.sum() - cnt  # leave fold f out
+    pen = np.ones(eg.shape[0])
+    pen[0] = 0.0
+    lam = np.asarray(grid)[:, None] * fit_n[None]  # (G, F)
+    mats = fit_g[None] + lam[..., None, None] * np.diag(pen)  # (G, F, a, a)
+    beta = np.linalg.solve(mats, np.broadcast_to(fit_r[None], lam.shape + fit_r.shape[1:])[..., None])[..., 0]
+    sse = (
+        yy_f[None] - 2 * np.einsum("gfa,fa->gf", beta, er_f) + np.einsum("gfa,fab,gfb->gf", beta, eg_f, beta)
+    )
+    return sse.sum(1) / cnt.sum()
 
 
 def _ridge_solve(gram: np.ndarray, rhs: np.ndarray, lam: float) -> np.ndarray:
@@ -488,15 +616,13 @@ def _ridge_solve(gram: np.ndarray, rhs: np.ndarray, lam: float) -> np.ndarray:
     return np.linalg.solve(gram + lam * np.diag(pen), rhs)
 
 
-def _ls_ar_init(hist: np.ndarray, fut: np.ndarray, p: int, ridge: float = 1e-3):
+def _ls_ar_init(hist: np.ndarray, fut: np.ndarray, p: int, ridge: float = _BASE_RIDGE):
     """Per-node least-squares AR(p) with intercept on windows (own lags only): ``coef`` (d, p), ``bias`` (d,) and
     the one-step residual variance (d,). The graph-free case of :func:`_ls_init`."""
     d = hist.shape[-1]
     zero = np.zeros((1, d, d))
-    bias, coef, _, resid = _ls_init(
-        hist, fut, np.zeros(len(hist), np.int64), zero, np.zeros((1, d, d, d)), p, ridge
-    )
-    return coef[:, : min(p, hist.shape[1] + fut.shape[1] - 1)], bias, resid
+    fit = _ls_init(hist, fut, np.zeros(len(hist), np.int64), zero, np.zeros((1, d, d, d)), p, ridge)
+    return fit.coef[:, : min(p, hist.shape[1] + fut.shape[1] - 1)], fit.bias, fit.resid
 
 
 def _window_loss(model, hist, fut, graphs, ctx, burn: int, rollout_weight: float, node_w, target: int):
@@ -626,9 +752,10 @@ def train_decoder(
 ):
     """Train a decoder on ``panel`` under ``graph`` and return it frozen.
 
-    The linear part (own-lag skip and, for the graph-safe decoder, the graph-gated lag path) starts at the
-    least-squares graph-restricted VAR on the training windows (``config.ar_init`` / ``config.var_init``), the
-    network at zero output; validation-based early stopping keeps the warm start unless training beats it.
+    The linear part (own-lag skip and the lagged cross-node path: graph-gated for the graph-safe decoder,
+    unrestricted for the dense baseline) starts at the least-squares (ridge, ``config.ls_ridge``) VAR on the
+    training windows (``config.ar_init`` / ``config.var_init``), the network at zero output; validation-based
+    early stopping keeps the warm start unless training beats it.
 
     Parameters
     ----------
@@ -694,25 +821,41 @@ def train_decoder(
         context_mean=c_mean,
         context_scale=c_scale,
     )
-    # least-squares warm start; the graph-free moments (own lags only) unless the graph path is warm-started
-    use_graph = config.var_init and hasattr(model, "edge_kernel")
-    m1, m2 = _graph_moments(src if use_graph else dataclasses.replace(src, mode="none"))
-    bias, coef, kernel, resid = _ls_init(
+    # least-squares warm start of the linear part: own lags, plus the lagged cross-node path when the model has
+    # one and var_init is on -- along the training graph (graph-safe decoder) or over every off-diagonal pair (the
+    # dense baseline's unrestricted VAR path, which ignores the graph by design)
+    var_attr = next((a for a in ("edge_kernel", "var_kernel") if hasattr(model, a)), None)
+    use_var = config.var_init and var_attr is not None
+    if use_var and var_attr == "var_kernel":
+        ls_src = _GraphSource(
+            "fixed",
+            offdiag_mask(d)[None, None].astype(np.float32),
+            np.zeros(panel.n_shops, np.int32),
+            "dense",
+        )
+    else:
+        ls_src = src if use_var else dataclasses.replace(src, mode="none")
+    m1, m2 = _graph_moments(ls_src)
+    fit = _ls_init(
         train_w.history,
         train_w.future,
-        src.shop_to_k[train_w.shop] if use_graph else np.zeros(n_train, np.int64),
+        ls_src.shop_to_k[train_w.shop] if use_var else np.zeros(n_train, np.int64),
         m1,
         m2,
         model.ar_lags,
+        config.ls_ridge,
+        shop=train_w.shop,
+        origin=train_w.origin,
     )
+    resid = fit.resid
     if config.ar_init:
         model = eqx.tree_at(
             lambda m: (m.ar_coef, m.ar_bias),
             model,
-            (jnp.asarray(coef, jnp.float32), jnp.asarray(bias, jnp.float32)),
+            (jnp.asarray(fit.coef, jnp.float32), jnp.asarray(fit.bias, jnp.float32)),
         )
-        if use_graph:
-            model = eqx.tree_at(lambda m: m.edge_kernel, model, jnp.asarray(kernel, jnp.float32))
+        if use_var:
+            model = eqx.tree_at(lambda m: getattr(m, var_attr), model, jnp.asarray(fit.kernel, jnp.float32))
     if config.loss_weighting == "ar_residual":
         w = 1.0 / np.maximum(resid, 1e-2)
         node_w = jnp.asarray(w / w.mean(), jnp.float32)
@@ -839,6 +982,9 @@ def train_decoder(
         "loop_seconds": loop_seconds,
         "n_train_windows": int(n_train),
         "n_val_windows": int(len(val_w)),
+        "ls_ridge": fit.ridge.tolist(),
+        "ls_ridge_grid": list(fit.grid),
+        "ls_cv_mse": None if fit.cv_mse is None else fit.cv_mse.tolist(),
     }
     final = eqx.combine(carry["best_params"], static)
     return TrainedDecoder(

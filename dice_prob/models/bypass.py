@@ -1,8 +1,9 @@
 """Bypass-capable baseline decoders with the graph-safe decoder's interface.
 
 - :class:`DenseDecoder` — an unrestricted GRU over the whole node vector (plus context): every node can talk to
-  every other node through one shared latent. It ignores the graph input ("dense communication / latent memory"
-  routes of the DICE paper).
+  every other node through one shared latent, plus a linear lagged path from every node to every other node (an
+  unrestricted VAR). It ignores the graph input ("dense communication / latent memory" routes of the DICE
+  paper).
 - :class:`ARTargetDecoder` — every node, the target included, is forecast from its own lags only (a linear AR
   skip plus a shared nonlinear AR MLP with a node embedding): the "target autoregression" route.
 
@@ -39,8 +40,11 @@ class _Interface(eqx.Module):
 class DenseDecoder(_Interface):
     """Unrestricted recurrent decoder: one GRU on the full vector ``[x(t), c]``; ignores the graph.
 
-    ``y(t+1) = b + a * buf + Linear(tanh(Linear([h, c])))`` with an own-lag AR skip per node (same as the
-    graph-safe decoder) so the comparison isolates the cross-node route.
+    ``y_i(t+1) = b_i + a_i . buf_i + sum_{j != i} K_ji . buf_j + MLP([h, c])_i``: an own-lag AR skip per node and
+    a linear lagged path from every other node (``var_kernel`` (d, d, p), ``[src, dst, lag]``, the graph-safe
+    decoder's ``edge_kernel`` with every gate open), so its linear part is an unrestricted VAR(p) that the trainer
+    warm-starts by least squares exactly as it does the graph-safe decoder's graph-restricted one; the GRU and
+    readout (zero output at initialisation) then add the dense nonlinear route over all nodes.
 
     Examples
     --------
@@ -52,6 +56,7 @@ class DenseDecoder(_Interface):
 
     ar_coef: jax.Array
     ar_bias: jax.Array
+    var_kernel: jax.Array
     cell: eqx.nn.GRUCell
     readout: eqx.nn.MLP
     n_nodes: int = eqx.field(static=True)
@@ -87,6 +92,8 @@ class DenseDecoder(_Interface):
         )
         self.ar_coef = jnp.zeros((d, p))
         self.ar_bias = jnp.zeros((d,))
+        # K[j, i, l]: lag l + 1 of node j in node i's equation; zero at init (the trainer's LS start fills it)
+        self.var_kernel = jnp.zeros((d, d, p))
         self.cell = eqx.nn.GRUCell(d + self.context_size, h, key=k_cell)
         self.readout = _zero_last(
             eqx.nn.MLP(h + self.context_size, d, width_size=h, depth=1, activation=jnp.tanh, key=k_out)
@@ -110,6 +117,9 @@ class DenseDecoder(_Interface):
         buf = jnp.concatenate([x_t[:, None], buf[:, :-1]], axis=1)
         h = self.cell(jnp.concatenate([x_t, c]), h)
         y = self.ar_bias + jnp.sum(self.ar_coef * buf, axis=1) + self.readout(jnp.concatenate([h, c]))
+        # unrestricted linear lagged path; the diagonal is masked because own lags are the AR skip's
+        off = 1.0 - jnp.eye(self.n_nodes, dtype=buf.dtype)
+        y = y + jnp.einsum("ji,jil,jl->i", off, self.var_kernel, buf)
         return (h, buf), y
 
     def constructor_kwargs(self) -> dict:

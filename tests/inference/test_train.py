@@ -13,10 +13,12 @@ import pytest
 import dice_prob as dp
 from dice_prob.errors import ConfigError, DataValidationError, GraphValidationError, InputTypeError
 from dice_prob.inference.train import (
+    _RIDGE_GRID,
     TrainedDecoder,
     _graph_moments,
     _ls_ar_init,
     _ls_init,
+    _split_train_val,
     evaluate_mse,
     resolve_graph,
     train_decoder,
@@ -239,7 +241,7 @@ def test_graph_restricted_ls_var_recovers_chain_coefficients():
     w, truth, panel = _chain_windows()
     src = resolve_graph(panel, truth, TINY)
     m1, m2 = _graph_moments(src)
-    bias, coef, kernel, resid = _ls_init(w.history, w.future, np.zeros(len(w), np.int64), m1, m2, 2)
+    bias, coef, kernel, resid, *_ = _ls_init(w.history, w.future, np.zeros(len(w), np.int64), m1, m2, 2)
     expect = {(0, 1): 0.8, (1, 2): -0.7, (2, 3): 0.9}
     for (j, i), v in expect.items():
         assert kernel[j, i, 0] == pytest.approx(v, abs=0.05) and abs(kernel[j, i, 1]) < 0.05
@@ -262,7 +264,7 @@ def test_ls_var_under_random_graphs_minimises_the_expected_loss():
     src = type(src)("sample", probs, np.zeros(1, np.int32), "posterior")
     m1, m2 = _graph_moments(src)
     p, ridge = 2, 1e-3
-    bias, coef, kernel, _ = _ls_init(w.history, w.future, np.zeros(len(w), np.int64), m1, m2, p, ridge)
+    bias, coef, kernel, *_ = _ls_init(w.history, w.future, np.zeros(len(w), np.int64), m1, m2, p, ridge)
     series = np.concatenate([w.history, w.future], axis=1)
     n, length, _ = series.shape
     lags = np.stack([series[:, p - 1 - k : length - 1 - k] for k in range(p)], axis=-1).reshape(-1, D, p)
@@ -290,6 +292,182 @@ def test_ls_var_under_random_graphs_minimises_the_expected_loss():
         for k, j in enumerate(parents):
             np.testing.assert_allclose(kernel[j, i], beta[p + 1 + k * p : p + 1 + (k + 1) * p], atol=1e-8)
     assert np.all(kernel[:, 0] == 0) and np.all(kernel[:, 2] == 0)  # no possible parent -> exactly zero
+
+
+def _sparse_var(seed, shops, steps, d=D):
+    """VAR(1) chain 0 -> 1 -> 2 -> 3 with unit noise; every other lag and pair is truly zero."""
+    rng = np.random.default_rng(seed)
+    a = np.zeros((d, d))
+    a[0, 1], a[1, 2], a[2, 3] = 0.5, -0.4, 0.5
+    phi = np.full(d, 0.5)
+    x = np.zeros((shops, steps + 50, d))
+    for t in range(1, steps + 50):
+        x[:, t] = phi * x[:, t - 1] + x[:, t - 1] @ a + rng.normal(size=(shops, d))
+    return x[:, 50:], a, phi
+
+
+def _full_var_fit(x, p, ridge):
+    from dice_prob.data.windows import forecast_windows
+
+    w = forecast_windows(x, history=10, horizon=3, split="all")
+    a = (1.0 - np.eye(D))[None]
+    m2 = np.einsum("kji,kli->kijl", a, a)
+    return _ls_init(
+        w.history, w.future, np.zeros(len(w), np.int64), a, m2, p, ridge, shop=w.shop, origin=w.origin
+    )
+
+
+def _coef_error(fit, a, phi, p):
+    true_k = np.zeros((D, D, p))
+    true_k[:, :, 0] = a
+    true_c = np.zeros((D, p))
+    true_c[:, 0] = phi
+    return float(np.sum((fit.kernel - true_k) ** 2) + np.sum((fit.coef - true_c) ** 2))
+
+
+def test_ridge_cv_matches_numpy_blocked_cross_validation():
+    """ls_ridge="auto": the CV curve and the chosen fit equal an explicit NumPy blocked 5-fold CV over the
+    (deduplicated) regression rows of the series the overlapping windows were cut from."""
+    x, _, _ = _sparse_var(0, shops=2, steps=40)
+    p = 6
+    fit = _full_var_fit(x, p, "auto")
+    shops, steps, _ = x.shape
+    rows, ys, times = [], [], []
+    for r in range(shops):
+        for t in range(p, steps):
+            rows.append(np.r_[1.0, x[r, t - p : t][::-1].T.reshape(-1)])  # node-major, lag 1 first
+            ys.append(x[r, t])
+            times.append(t)
+    xm, ym, times = np.asarray(rows), np.asarray(ys), np.asarray(times)
+    fold = ((times - p) * 5) // (steps - p)
+    pen = np.diag(np.r_[0.0, np.ones(xm.shape[1] - 1)])
+
+    def ridge(xs, y, c):
+        return np.linalg.solve(xs.T @ xs + c * len(y) * pen, xs.T @ y)
+
+    for i in range(D):
+        cols = np.r_[True, np.repeat(np.arange(D), p) != i]  # own lags move to the front below
+        order = np.r_[0, 1 + i * p + np.arange(p), np.flatnonzero(cols[1:]) + 1]
+        xi = xm[:, order]
+        cv = [
+            sum(
+                np.sum((ym[fold == f, i] - xi[fold == f] @ ridge(xi[fold != f], ym[fold != f, i], c)) ** 2)
+                for f in range(5)
+            )
+            / len(ym)
+            for c in _RIDGE_GRID
+        ]
+        np.testing.assert_allclose(fit.cv_mse[i], cv, rtol=1e-7)
+        c_best = _RIDGE_GRID[int(np.argmin(cv))]
+        assert fit.ridge[i] == c_best
+        beta = ridge(xi, ym[:, i], c_best)
+        assert fit.bias[i] == pytest.approx(beta[0], abs=1e-9)
+        np.testing.assert_allclose(fit.coef[i], beta[1 : p + 1], atol=1e-9)
+        others = [j for j in range(D) if j != i]
+        np.testing.assert_allclose(fit.kernel[others, i].reshape(-1), beta[p + 1 :], atol=1e-9)
+
+
+def test_ridge_cv_shrinks_an_overparameterised_var_and_not_a_well_determined_one():
+    """Known truth (a sparse VAR(1)): a full VAR(6) on 2 shops x 40 steps has 25 slopes per equation for 68
+    rows -- CV picks a strong ridge and lands much closer to the true coefficients than (almost) plain least
+    squares; on 20 shops x 400 steps it picks a penalty that shrinks by about 1% at most and matches OLS."""
+    p = 6
+    small_ridge, ratio_small, ratio_big = [], [], []
+    for seed in range(3):
+        x, a, phi = _sparse_var(seed, shops=2, steps=40)
+        auto, ols = _full_var_fit(x, p, "auto"), _full_var_fit(x, p, 1e-4)
+        small_ridge.append(np.median(auto.ridge))
+        ratio_small.append(_coef_error(auto, a, phi, p) / _coef_error(ols, a, phi, p))
+        x, a, phi = _sparse_var(seed, shops=20, steps=400)
+        auto, ols = _full_var_fit(x, p, "auto"), _full_var_fit(x, p, 1e-4)
+        assert np.all(auto.ridge <= 0.03)  # penalty <= 3% of the rows on unit-variance lags
+        ratio_big.append(_coef_error(auto, a, phi, p) / _coef_error(ols, a, phi, p))
+    assert min(small_ridge) >= 0.3  # >= 100x the largest plentiful-data choice above
+    assert max(ratio_small) < 0.6  # the shrunk VAR is much nearer the truth
+    assert max(ratio_big) < 1.05  # and with plenty of data it is (at least) as good as OLS
+
+
+def test_ls_ridge_config_validation_round_trip_and_history(panel_and_truth):
+    for bad in ("cv", -1.0, True):
+        with pytest.raises(ConfigError, match="ls_ridge"):
+            dp.DecoderConfig(ls_ridge=bad)
+    for ok in ("auto", 0.0, 0.01):
+        cfg = dp.DecoderConfig(ls_ridge=ok)
+        assert dp.DecoderConfig.from_json(cfg.to_json()) == cfg
+    panel, truth = panel_and_truth
+    fixed = train_decoder(
+        jax.random.key(0), panel, graph=truth, config=TINY.replace(ls_ridge=0.05, max_epochs=1)
+    )
+    assert fixed.history["ls_ridge"] == [0.05] * D and fixed.history["ls_cv_mse"] is None
+    auto = train_decoder(jax.random.key(0), panel, graph=truth, config=TINY.replace(max_epochs=1))
+    assert len(auto.history["ls_ridge"]) == D
+    assert set(auto.history["ls_ridge"]) <= set(auto.history["ls_ridge_grid"])
+    assert np.asarray(auto.history["ls_cv_mse"]).shape == (D, len(_RIDGE_GRID))
+
+
+def test_dense_baseline_starts_at_the_numpy_least_squares_var(panel_and_truth):
+    """The dense baseline's linear path (own lags + every other node's lags) is warm-started with the
+    unrestricted least-squares VAR: with a learning rate too small to move anything the returned decoder's
+    one-step predictions are those of a NumPy ridge VAR fitted on the (deduplicated) training rows."""
+    panel, _ = panel_and_truth
+    cfg = TINY.replace(architecture="dense", learning_rate=1e-12, max_epochs=2, patience=1)
+    dec = train_decoder(jax.random.key(0), panel, graph=None, config=cfg)
+    p = cfg.ar_lags
+    from dice_prob.data.windows import forecast_windows
+
+    win = forecast_windows(panel.scaled, history=cfg.history, horizon=cfg.horizon, split="train")
+    tr, _ = _split_train_val(win, cfg.val_fraction)
+    z = panel.scaled
+    last = {}  # (shop, time) rows covered by the training windows
+    for s, o in zip(tr.shop, tr.origin, strict=True):
+        for t in range(o - cfg.history + 1 + p, o + cfg.horizon + 1):
+            last[(int(s), t)] = True
+    keys = sorted(last)
+    xm = np.asarray([np.r_[1.0, z[s, t - p : t][::-1].T.reshape(-1)] for s, t in keys])
+    ym = np.asarray([z[s, t] for s, t in keys])
+    pen = np.diag(np.r_[0.0, np.ones(xm.shape[1] - 1)])
+    ridge = dec.history["ls_ridge"]
+    kern = np.asarray(dec.model.var_kernel)
+    for i in range(D):
+        beta = np.linalg.solve(xm.T @ xm + ridge[i] * len(ym) * pen, xm.T @ ym[:, i])
+        lag = beta[1:].reshape(D, p)
+        assert float(dec.model.ar_bias[i]) == pytest.approx(beta[0], abs=1e-5)
+        np.testing.assert_allclose(np.asarray(dec.model.ar_coef[i]), lag[i], atol=1e-5)
+        others = [j for j in range(D) if j != i]
+        np.testing.assert_allclose(kern[others, i], lag[others], atol=1e-5)
+    # the decoder's one-step forecasts over a test window are the NumPy VAR's
+    x = z[0, -12:]
+    pred = np.asarray(dec.predict(x))[p - 1 : -1]
+    ref = np.stack(
+        [
+            [np.r_[1.0, x[t - p + 1 : t + 1][::-1].T.reshape(-1)] for t in range(p - 1, len(x) - 1)]
+            @ np.linalg.solve(xm.T @ xm + ridge[i] * len(ym) * pen, xm.T @ ym[:, i])
+            for i in range(D)
+        ],
+        axis=1,
+    )
+    np.testing.assert_allclose(pred, ref, atol=1e-4)
+    # var_init=False: own lags only, the cross-node path starts at zero
+    own = train_decoder(jax.random.key(0), panel, graph=None, config=cfg.replace(var_init=False))
+    assert np.all(np.asarray(own.model.var_kernel) == 0)
+
+
+@pytest.mark.parametrize("arch", ["graph_safe", "dense", "ar_only"])
+def test_every_variant_returns_the_better_of_its_warm_start_and_training(panel_and_truth, arch):
+    """Early stopping keeps the least-squares start unless training beats it on validation, for every variant:
+    the returned weights' validation loss is the minimum over the warm start and every epoch, and a best_epoch of
+    -1 means the weights are exactly the warm start's."""
+    panel, truth = panel_and_truth
+    cfg = TINY.replace(architecture=arch, max_epochs=6, patience=6, learning_rate=3e-2)
+    g = truth if arch == "graph_safe" else None
+    dec = train_decoder(jax.random.key(2), panel, graph=g, config=cfg)
+    h = dec.history
+    assert h["best_val_loss"] == pytest.approx(min([h["init_val_loss"], *h["val_loss"]]), rel=1e-6)
+    assert h["best_val_loss"] <= h["init_val_loss"]
+    start = train_decoder(jax.random.key(2), panel, graph=g, config=cfg.replace(learning_rate=1e-12))
+    if h["best_epoch"] == -1:
+        for u, v in zip(_leaves(dec.model), _leaves(start.model), strict=True):
+            np.testing.assert_allclose(np.asarray(u), np.asarray(v), atol=1e-6)
 
 
 def test_warm_start_is_the_ls_var_and_early_stopping_can_keep_it(panel_and_truth):

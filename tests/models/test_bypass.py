@@ -60,3 +60,19 @@ def test_fresh_baselines_start_at_their_ar_skip():
     for cls in (DenseDecoder, ARTargetDecoder):
         m = cls(D, hidden_size=6, key=jax.random.key(0))
         np.testing.assert_array_equal(np.asarray(_roll(m, x, jnp.zeros((D, D)), None)), 0.0)
+
+
+def test_dense_linear_path_is_an_unrestricted_var_with_masked_diagonal():
+    """var_kernel[j, i, l] adds lag l + 1 of node j to node i for every j != i; its diagonal is ignored (own lags
+    belong to the AR skip), so a fresh dense decoder with only var_kernel set is exactly that VAR."""
+    p = 2
+    rng = np.random.default_rng(3)
+    m = DenseDecoder(D, hidden_size=6, ar_lags=p, key=jax.random.key(0))
+    k = rng.normal(size=(D, D, p)).astype(np.float32)
+    m = eqx.tree_at(lambda mm: mm.var_kernel, m, jnp.asarray(k))
+    x = rng.normal(size=(W, D)).astype(np.float32)
+    tf = np.asarray(eqx.filter_jit(lambda mm, xx: mm(xx))(m, jnp.asarray(x)))
+    k_off = k * (1 - np.eye(D))[:, :, None]
+    for t in range(p - 1, W):
+        ref = sum(x[t - l] @ k_off[:, :, l] for l in range(p))
+        np.testing.assert_allclose(tf[t], ref, rtol=1e-5, atol=1e-5)
