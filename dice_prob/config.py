@@ -99,10 +99,13 @@ def _choice(value, cls: str, field: str, choices) -> None:
 class Stage1Config(_ConfigBase):
     """Stage 1: spike-and-slab posterior over the lagged graph support (NumPyro NUTS).
 
-    Scales refer to the standardised data. ``learn_slab`` (default): the slab sd is learned per graph,
-    ``spike_scale + s`` with ``s ~ LogNormal(log slab_scale, slab_scale_sd)``, so the slab matches the size
-    of the effects in the data (a fixed wide slab charges every edge's L lags a large Occam penalty, and weak
-    but real effects lose to the spike); ``False`` fixes it at ``slab_scale``.
+    Scales refer to the standardised data. ``learn_slab`` (default): the slab sd ``s`` is learned per graph,
+    ``s ~ LogNormal(log slab_scale, slab_scale_sd)``, and the spike sd keeps the ratio ``spike_scale /
+    slab_scale`` to it (George & McCulloch's ``(tau, c tau)`` with ``tau`` learned). A fixed wide slab charges
+    every edge's L lags a large Occam penalty and a fixed spike can absorb small real effects, so weak but real
+    edges lost to the spike; ``False`` fixes both at ``slab_scale`` / ``spike_scale``. With the collapsed edge
+    sampler the slab sd is moved by Metropolis steps on the likelihood with the coefficients integrated out
+    (given the coefficients, the spike blocks pin it and it would barely mix); otherwise NUTS moves it.
 
     ``graph_sharing``: ``shop`` (one graph per shop, vmapped independent posteriors), ``shared`` (one graph, likelihood pooled over shops) or ``group`` (one graph per
     group in ``groups``).

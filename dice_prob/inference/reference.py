@@ -115,14 +115,15 @@ def exact_pips(panel: Panel, *, config: Stage1Config) -> np.ndarray:
     r_, tp, j_ = y.shape
     l_ = st.n_lags
     s2 = float(config.noise_sd) ** 2
-    spike2 = float(config.spike_scale) ** 2
     if config.learn_slab:
-        # slab sd = spike + s, s ~ LogNormal(log slab_scale, slab_scale_sd): Gauss-Hermite nodes on log s
+        # slab sd s ~ LogNormal(log slab_scale, slab_scale_sd), spike = s * spike_scale / slab_scale:
+        # Gauss-Hermite nodes on log s
         gh_x, gh_w = np.polynomial.hermite_e.hermegauss(_SLAB_NODES)
-        slabs = config.spike_scale + np.exp(np.log(config.slab_scale) + config.slab_scale_sd * gh_x)
+        slabs = np.exp(np.log(config.slab_scale) + config.slab_scale_sd * gh_x)
         log_wq = np.log(gh_w / gh_w.sum())
     else:
         slabs, log_wq = np.array([float(config.slab_scale)]), np.zeros(1)
+    ratio2 = (float(config.spike_scale) / float(config.slab_scale)) ** 2
     src_slot, dst_slot = st.edge_src_slot, st.edge_dst_slot
 
     # per target and slab node: log ML for every sub-pattern of its incoming edges
@@ -144,7 +145,8 @@ def exact_pips(panel: Panel, *, config: Stage1Config) -> np.ndarray:
                         yy,
                         x,
                         np.concatenate(
-                            [np.tile([1.0, 0.25], r_)] + [np.full(l_, sl**2 if b else spike2) for b in bits]
+                            [np.tile([1.0, 0.25], r_)]
+                            + [np.full(l_, sl**2 if b else sl**2 * ratio2) for b in bits]
                         ),
                         s2,
                     )

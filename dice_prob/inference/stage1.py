@@ -111,6 +111,12 @@ def _edge_sampler(config: Stage1Config) -> str:
     return "single" if _nuts_moves_edges(config) else config.edge_sampler
 
 
+def _slab_by_gibbs(config: Stage1Config) -> bool:
+    """The learned slab sd is moved by Metropolis steps on the collapsed likelihood (with the collapsed edge
+    update), not by NUTS given the coefficients (where the spike blocks pin it and it barely mixes)."""
+    return bool(config.learn_slab) and config.edge_gibbs and _edge_sampler(config) == "collapsed"
+
+
 @functools.lru_cache(maxsize=32)
 def _kernels(config: Stage1Config):
     """(model fn, init_kernel, sample_kernel) for one config (cached so repeated fits reuse compiled code).
@@ -236,8 +242,20 @@ def _gibbs_update(state, fixed: dict, data: Stage1Data, config: Stage1Config, md
     slab, spike = _scales(config, st, p.get(sites.SLAB))
     key = jax.random.fold_in(state.rng_key, 1)
     site = _edge_site(config)
+    new_slab = None
     if _edge_sampler(config) == "collapsed":
-        new = gibbs_edges_collapsed(key, feats, coef, data.y, data.ylag, sigma, p[sites.PI], st, slab, spike)
+        args = (key, feats, coef, data.y, data.ylag, sigma, p[sites.PI], st, slab, spike)
+        if _slab_by_gibbs(config):
+            f = math.sqrt(st.n_lags) if st.mode == "mmm" else 1.0
+            prior = (
+                math.log(config.slab_scale * f),
+                config.slab_scale_sd,
+                config.spike_scale / config.slab_scale,
+            )
+            new, new_slab = gibbs_edges_collapsed(*args, slab_prior=prior)
+            new_slab = jnp.log(new_slab / f)  # unconstrained (log) value of the slab site
+        else:
+            new = gibbs_edges_collapsed(*args)
     else:
         new = gibbs_edges(key, feats, coef, data.y - mean, sigma, p[sites.PI], st, slab, spike, gram_eig)
     new = {site: new[..., 0] if mmm else new}  # the edge sites have real support: unconstrained = constrained
@@ -249,6 +267,8 @@ def _gibbs_update(state, fixed: dict, data: Stage1Data, config: Stage1Config, md
         target = data.y - edge_contribution(x, w, st)
         b, phi = gibbs_intercept_ar(jax.random.fold_in(state.rng_key, 2), target, data.ylag, sigma)
         zn, fixed = state.z, {**fixed, **new, sites.INTERCEPT: b, sites.AR: phi}
+        if new_slab is not None:
+            fixed = {**fixed, sites.SLAB: new_slab}
 
     def pe(zz):
         return potential_energy(mdl, (data,), {"obs": data.y}, {**zz, **fixed})
@@ -301,6 +321,8 @@ def _run_nuts(rng_key, batched: Stage1Data, config: Stage1Config, *, desc: str):
 
     # sites NUTS does not move start at their initial values and are then redrawn by the Gibbs sweep
     held = () if _nuts_moves_edges(config) else (_edge_site(config), sites.INTERCEPT, sites.AR)
+    if _slab_by_gibbs(config):
+        held = held + (sites.SLAB,)
     fixed0 = {k: v for k, v in z0.items() if k in held}
     z0 = {k: v for k, v in z0.items() if k not in held}
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 #: Prior inclusion probability per graph, shape (G,).
 PI = "pi"
-#: Learned slab sd per graph, shape (G,) (``Stage1Config.learn_slab``): the slab sd is ``spike_scale + slab``
-#: per lag (linear) or on ``beta`` (mmm, times sqrt(L)).
+#: Learned slab sd per graph, shape (G,) (``Stage1Config.learn_slab``): per lag (linear) or on ``beta`` (mmm,
+#: times sqrt(L)); the spike sd keeps the ratio ``spike_scale / slab_scale`` to it.
 SLAB = "slab"
 #: Linear mode: lag weights per candidate edge, shape (G, E, L) (spike-and-slab per edge group).
 WEIGHTS = "W"

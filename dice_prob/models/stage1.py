@@ -211,14 +211,16 @@ def prepare_data(
 def slab_spike_scales(config, structure: Stage1Structure, slab=None):
     """(slab, spike) sd of the spike-and-slab variable: per lag (linear) or on ``beta`` (mmm, x sqrt(L)).
 
-    ``slab``: the learned slab site (any shape, e.g. (G,)) when ``config.learn_slab``; the slab sd is then
-    ``spike_scale + slab`` (so it never falls below the spike), else the fixed ``config.slab_scale``.
+    ``slab``: the learned slab site (any shape, e.g. (G,)) when ``config.learn_slab``. The slab sd is then that
+    value and the spike keeps the configured ratio ``spike_scale / slab_scale`` to it (George & McCulloch's
+    ``(tau, c tau)`` parameterisation with ``tau`` learned), so "practically zero" scales with the effects in the
+    data; else the fixed ``config.slab_scale`` and ``config.spike_scale``.
     """
     f = math.sqrt(structure.n_lags) if structure.mode == "mmm" else 1.0
-    spike = float(config.spike_scale) * f
     if slab is None:
-        return float(config.slab_scale) * f, spike
-    return (float(config.spike_scale) + slab) * f, spike
+        return float(config.slab_scale) * f, float(config.spike_scale) * f
+    ratio = float(config.spike_scale) / float(config.slab_scale)
+    return slab * f, slab * (ratio * f)
 
 
 def _expand_scale(scale, pi, extra: int):
@@ -236,7 +238,7 @@ def edge_inclusion_prob(coef, pi, slab: float, spike: float):
     ----------
     coef : (..., G, E, L) lag weights (linear) or (..., G, E) effects (mmm).
     pi : (..., G)
-    slab : float or (..., G) array (learned slab sd per graph); spike : float
+    slab, spike : float or (..., G) arrays (learned scales per graph)
 
     Examples
     --------
@@ -248,7 +250,7 @@ def edge_inclusion_prob(coef, pi, slab: float, spike: float):
     coef = jnp.asarray(coef)
     pi = jnp.asarray(pi)
     lp_slab = dist.Normal(0.0, _expand_scale(slab, pi, coef.ndim - pi.ndim)).log_prob(coef)
-    lp_spike = dist.Normal(0.0, spike).log_prob(coef)
+    lp_spike = dist.Normal(0.0, _expand_scale(spike, pi, coef.ndim - pi.ndim)).log_prob(coef)
     if coef.ndim == pi.ndim + 2:  # linear: sum over lags
         lp_slab, lp_spike = lp_slab.sum(-1), lp_spike.sum(-1)
     logit = jnp.log(pi)[..., None] - jnp.log1p(-pi)[..., None] + lp_slab - lp_spike
@@ -266,11 +268,12 @@ def edge_matrix(edge_values, structure: Stage1Structure):
 def _mixture(pi, shape_be, slab, spike: float, n_event: int | None):
     """Spike-and-slab as MixtureSameFamily with batch ``shape_be`` = (G, E) and optional event (L,).
 
-    ``slab``: a float or a (G,) array of per-graph slab sds."""
+    ``slab``, ``spike``: floats or (G,) arrays of per-graph sds."""
     probs = jnp.stack([1.0 - pi, pi], axis=-1)[:, None, :]  # (G, 1, 2)
     probs = jnp.broadcast_to(probs, shape_be + (2,))
     slab = jnp.broadcast_to(jnp.reshape(jnp.asarray(slab, jnp.float32), (-1, 1)), shape_be)  # (G, E)
-    scales = jnp.stack([jnp.full(shape_be, spike, slab.dtype), slab], axis=-1)  # (G, E, 2)
+    spike = jnp.broadcast_to(jnp.reshape(jnp.asarray(spike, jnp.float32), (-1, 1)), shape_be)
+    scales = jnp.stack([spike, slab], axis=-1)  # (G, E, 2)
     if n_event is None:
         comp = dist.Normal(jnp.zeros(shape_be + (2,)), scales)
     else:
@@ -426,7 +429,8 @@ def gibbs_edges(
     dst = jnp.asarray(st.edge_dst_slot)
     eye = jnp.eye(lf)
     slab_g = jnp.broadcast_to(jnp.asarray(slab, feats.dtype), (g_,))
-    logs = jnp.log(jnp.stack([jnp.full((g_,), spike, feats.dtype), slab_g]) ** 2)  # (2, G): 0 spike, 1 slab
+    spike_g = jnp.broadcast_to(jnp.asarray(spike, feats.dtype), (g_,))
+    logs = jnp.log(jnp.stack([spike_g, slab_g]) ** 2)  # (2, G): component 0 = spike, 1 = slab
     ridge = eye * jnp.exp(-logs)[:, :, None, None]  # (2, G, Lf, Lf) prior precisions
     logpi = jnp.stack([jnp.log1p(-pi), jnp.log(pi)], axis=-1)  # (G, 2)
     keys = jax.random.split(rng_key, e_)
@@ -487,7 +491,18 @@ def _node_slots(structure: Stage1Structure) -> tuple[np.ndarray, np.ndarray]:
 
 
 def gibbs_edges_collapsed(
-    rng_key, feats, coef, y, ylag, sigma, pi, structure: Stage1Structure, slab: float, spike: float
+    rng_key,
+    feats,
+    coef,
+    y,
+    ylag,
+    sigma,
+    pi,
+    structure: Stage1Structure,
+    slab,
+    spike,
+    slab_prior=None,
+    n_slab_steps: int = 4,
 ):
     """Collapsed Gibbs over the edge indicators, then one joint draw of every coefficient block.
 
@@ -510,9 +525,15 @@ def gibbs_edges_collapsed(
     sigma : (R, J) residual sd; pi : (G,) prior inclusion probability.
     slab, spike : prior sd of a coefficient in the slab / spike.
 
+    slab_prior : optional ``(mu, sd, ratio)``: the slab sd is learned, ``log slab ~ N(mu, sd^2)`` and the spike
+        sd is ``ratio * slab``. ``slab`` (G,) is then its current value and is first updated by ``n_slab_steps``
+        random-walk Metropolis steps on ``log slab`` against the *collapsed* likelihood (coefficients integrated
+        out, indicators held): given the coefficients the spike blocks pin the slab to within a few percent, so
+        a move conditional on them barely mixes.
+
     Returns
     -------
-    coef : (G, E, Lf) new coefficients.
+    coef : (G, E, Lf) new coefficients; with ``slab_prior`` the pair ``(coef, slab)``.
 
     Notes
     -----
@@ -553,10 +574,8 @@ def gibbs_edges_collapsed(
     info = jnp.einsum("rg,rjk->gjk", onehot, info)
     gram = 0.5 * (gram + jnp.swapaxes(gram, -1, -2))
 
-    p_slab = jnp.broadcast_to(1.0 / jnp.asarray(slab, feats.dtype) ** 2, (g_,))[:, None]  # (G, 1)
-    p_spike = 1.0 / spike**2
     logit_pi = (jnp.log(pi) - jnp.log1p(-pi))[:, None]  # (G, 1)
-    k_start, k_sweep, k_draw = jax.random.split(rng_key, 3)
+    k_start, k_slab, k_sweep, k_draw = jax.random.split(rng_key, 4)
     # starting indicators: a draw of z | coef (exact auxiliary step)
     cpad = jnp.concatenate([coef, jnp.zeros((g_, 1, lf), coef.dtype)], axis=1)[:, idx, :]  # (G, J, n, Lf)
     p0 = edge_inclusion_prob(
@@ -565,12 +584,47 @@ def gibbs_edges_collapsed(
     valid_j = jnp.asarray(valid)
     z = jax.random.bernoulli(k_start, p0) & valid_j[None]
     eye_l = jnp.eye(lf, dtype=feats.dtype)
+    eye_k = jnp.eye(k_, dtype=feats.dtype)
+
+    def precisions(slab_g, spike_g):
+        """(G, 1) slab and spike precisions from per-graph sds."""
+        return (
+            jnp.broadcast_to(1.0 / jnp.asarray(slab_g, feats.dtype) ** 2, (g_,))[:, None],
+            jnp.broadcast_to(1.0 / jnp.asarray(spike_g, feats.dtype) ** 2, (g_,))[:, None],
+        )
+
+    def factor_with(z, p_sl, p_sp):
+        prec = jnp.repeat(jnp.where(z, p_sl[..., None], p_sp[..., None]), lf, axis=-1)  # (G, J, K)
+        chol = jnp.linalg.cholesky(gram + prec[..., None] * eye_k)
+        mean = jax.scipy.linalg.cho_solve((chol, True), info[..., None])[..., 0]
+        return chol, mean, prec
+
+    if slab_prior is not None:
+        mu, sd, ratio = (float(v) for v in slab_prior)
+
+        def log_target(u):
+            """log p(y | z, slab = e^u) + log N(u; mu, sd), per graph (G,); coefficients integrated out."""
+            p_sl, p_sp = precisions(jnp.exp(u), ratio * jnp.exp(u))
+            chol, mean, prec = factor_with(z, p_sl, p_sp)
+            logdet = 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), -1)  # (G, J)
+            ev = 0.5 * jnp.sum(jnp.log(prec), -1) - 0.5 * logdet + 0.5 * jnp.sum(info * mean, -1)
+            return jnp.sum(ev, -1) - 0.5 * ((u - mu) / sd) ** 2
+
+        def mh(i, carry):
+            u, lp = carry
+            k1, k2 = jax.random.split(jax.random.fold_in(k_slab, i))
+            prop = u + 0.3 * jax.random.normal(k1, u.shape, feats.dtype)
+            lp_prop = log_target(prop)
+            acc = jnp.log(jax.random.uniform(k2, u.shape, feats.dtype)) < lp_prop - lp
+            return jnp.where(acc, prop, u), jnp.where(acc, lp_prop, lp)
+
+        u0 = jnp.log(jnp.broadcast_to(jnp.asarray(slab, feats.dtype), (g_,)))
+        u, _ = jax.lax.fori_loop(0, n_slab_steps, mh, (u0, log_target(u0)))
+        slab, spike = jnp.exp(u), ratio * jnp.exp(u)
+    p_slab, p_spike = precisions(slab, spike)
 
     def factor(z):
-        prec = jnp.repeat(jnp.where(z, p_slab[..., None], p_spike), lf, axis=-1)  # (G, J, K)
-        lam = gram + prec[..., None] * jnp.eye(k_, dtype=feats.dtype)
-        chol = jnp.linalg.cholesky(lam)
-        mean = jax.scipy.linalg.cho_solve((chol, True), info[..., None])[..., 0]
+        chol, mean, _ = factor_with(z, p_slab, p_spike)
         return chol, mean
 
     def body(k, carry):
@@ -611,6 +665,8 @@ def gibbs_edges_collapsed(
     draw = mean + jax.scipy.linalg.solve_triangular(chol, eps[..., None], lower=True, trans=1)[..., 0]
     draw = draw.reshape(g_, j_, n_max, lf)
     out = jnp.zeros((g_, e_ + 1, lf), coef.dtype).at[:, idx, :].set(draw)
+    if slab_prior is not None:
+        return out[:, :e_, :], slab
     return out[:, :e_, :]
 
 

@@ -74,12 +74,12 @@ def test_log_density_matches_hand_computation():
     p = {k: np.asarray(v, dtype=np.float64) for k, v in params.items()}
     pi, w = p["pi"][0], p["W"][0]  # (E, L)
     ref = beta_dist(1, 1).logpdf(pi)
-    # learned slab: sd = spike + s per lag, s ~ LogNormal(log 0.5, 1)
+    # learned slab: sd s per lag, s ~ LogNormal(log 0.5, 1); the spike keeps the ratio 0.01 / 0.5 to it
     ref += lognorm(s=1.0, scale=0.5).logpdf(p["slab"][0])
-    slab_sd = 0.01 + p["slab"][0]
+    slab_sd = p["slab"][0]
     for e in range(3):
         slab = np.prod(norm(0, slab_sd).pdf(w[e]))
-        spike = np.prod(norm(0, 0.01).pdf(w[e]))
+        spike = np.prod(norm(0, slab_sd * 0.01 / 0.5).pdf(w[e]))
         ref += np.log(pi * slab + (1 - pi) * spike)
     ref += norm(0, 1).logpdf(p["b"]).sum() + norm(0, 0.5).logpdf(p["phi"]).sum()
     ref += halfnorm(scale=1.0).logpdf(p["sigma"]).sum()
