@@ -545,7 +545,7 @@ def gibbs_edges_collapsed(
     and the matching information ``r``: ``0.5 Lf log p - 0.5 log|C + p I| + 0.5 r'(C + p I)^{-1} r`` with ``p``
     the block's prior precision in the spike or the slab. ``C + p_now I`` and ``r`` come from the current
     ``(G + P_z)^{-1}``: its ``k`` block is ``(C + p_now I)^{-1}`` and its mean's ``k`` block ``(C + p_now I)^{-1}
-    r``. One Cholesky factorisation of ``G + P_z`` per block and node.
+    r``. One Cholesky factorisation of the prior-whitened ``I + S G S`` per block and node.
     """
     st = structure
     r_, tp, e_, lf = feats.shape
@@ -594,10 +594,13 @@ def gibbs_edges_collapsed(
         )
 
     def factor_with(z, p_sl, p_sp):
-        prec = jnp.repeat(jnp.where(z, p_sl[..., None], p_sp[..., None]), lf, axis=-1)  # (G, J, K)
-        chol = jnp.linalg.cholesky(gram + prec[..., None] * eye_k)
-        mean = jax.scipy.linalg.cho_solve((chol, True), info[..., None])[..., 0]
-        return chol, mean, prec
+        """Cholesky factor of the prior-whitened precision ``A = I + S G S`` (S = prior sds), the posterior
+        mean ``S A^{-1} S h`` and S. Whitening keeps every eigenvalue >= 1, so float32 rounding in a nearly
+        singular Gram (more lags than rows, a tiny residual sd) cannot make the factorisation fail."""
+        sd = jnp.repeat(jnp.where(z, p_sl[..., None], p_sp[..., None]), lf, axis=-1) ** -0.5  # (G, J, K)
+        chol = jnp.linalg.cholesky(eye_k + sd[..., :, None] * gram * sd[..., None, :])
+        mean = sd * jax.scipy.linalg.cho_solve((chol, True), (sd * info)[..., None])[..., 0]
+        return chol, mean, sd
 
     if slab_prior is not None:
         mu, sd, ratio = (float(v) for v in slab_prior)
@@ -605,10 +608,12 @@ def gibbs_edges_collapsed(
         def log_target(u):
             """log p(y | z, slab = e^u) + log N(u; mu, sd), per graph (G,); coefficients integrated out."""
             p_sl, p_sp = precisions(jnp.exp(u), ratio * jnp.exp(u))
-            chol, mean, prec = factor_with(z, p_sl, p_sp)
+            chol, mean, _ = factor_with(z, p_sl, p_sp)
+            # log|P| - log|G + P| = -log|I + S G S|
             logdet = 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), -1)  # (G, J)
-            ev = 0.5 * jnp.sum(jnp.log(prec), -1) - 0.5 * logdet + 0.5 * jnp.sum(info * mean, -1)
-            return jnp.sum(ev, -1) - 0.5 * ((u - mu) / sd) ** 2
+            ev = -0.5 * logdet + 0.5 * jnp.sum(info * mean, -1)
+            lp = jnp.sum(ev, -1) - 0.5 * ((u - mu) / sd) ** 2
+            return jnp.where(jnp.isfinite(lp), lp, -jnp.inf)
 
         def mh(i, carry):
             u, lp = carry
@@ -624,19 +629,22 @@ def gibbs_edges_collapsed(
     p_slab, p_spike = precisions(slab, spike)
 
     def factor(z):
-        chol, mean, _ = factor_with(z, p_slab, p_spike)
-        return chol, mean
+        return factor_with(z, p_slab, p_spike)
 
     def body(k, carry):
         z, key = carry
         key, sub = jax.random.split(key)
-        chol, mean = factor(z)
+        chol, mean, sd = factor(z)
         u = jnp.zeros((k_, lf), feats.dtype).at[k * lf + jnp.arange(lf), jnp.arange(lf)].set(1.0)
         x = jax.scipy.linalg.solve_triangular(
             chol, jnp.broadcast_to(u, chol.shape[:-2] + (k_, lf)), lower=True
         )
-        m_kk = jnp.einsum("gjkl,gjkm->gjlm", x, x)  # (G, J, Lf, Lf) = (C + p_now I)^{-1}
-        s_now = jnp.linalg.inv(0.5 * (m_kk + jnp.swapaxes(m_kk, -1, -2)))  # C + p_now I
+        a_kk = jnp.einsum("gjkl,gjkm->gjlm", x, x)  # (G, J, Lf, Lf): block k of A^{-1} (whitened)
+        s_k = jax.lax.dynamic_slice_in_dim(sd, k * lf, lf, axis=-1)  # (G, J, Lf)
+        # (C + p_now I) = S_k^{-1} [(A^{-1})_kk]^{-1} S_k^{-1}
+        s_now = jnp.linalg.inv(0.5 * (a_kk + jnp.swapaxes(a_kk, -1, -2))) / (
+            s_k[..., :, None] * s_k[..., None, :]
+        )
         m_k = jax.lax.dynamic_slice_in_dim(mean, k * lf, lf, axis=-1)  # (G, J, Lf)
         r = jnp.einsum("gjlm,gjm->gjl", s_now, m_k)
         p_now = jnp.where(z[:, :, k], p_slab, p_spike)
@@ -656,14 +664,18 @@ def gibbs_edges_collapsed(
 
         logit = logit_pi + evidence(p_slab) - evidence(p_spike)
         zk = jax.random.bernoulli(sub, jax.nn.sigmoid(logit)) & valid_j[None, :, k]
+        zk = jnp.where(jnp.isfinite(logit), zk, z[:, :, k])  # a failed factorisation keeps the state
         return z.at[:, :, k].set(zk), key
 
     z, _ = jax.lax.fori_loop(0, n_max, body, (z, k_sweep))
-    chol, mean = factor(z)
+    chol, mean, sd = factor(z)
     eps = jax.random.normal(k_draw, mean.shape, feats.dtype)
-    # c = mean + L^{-T} eps has covariance (L L')^{-1}
-    draw = mean + jax.scipy.linalg.solve_triangular(chol, eps[..., None], lower=True, trans=1)[..., 0]
+    # c = mean + S L^{-T} eps has covariance S (L L')^{-1} S = (G + P)^{-1}
+    draw = mean + sd * jax.scipy.linalg.solve_triangular(chol, eps[..., None], lower=True, trans=1)[..., 0]
     draw = draw.reshape(g_, j_, n_max, lf)
+    # a node whose factorisation failed (non-finite draw) keeps its current coefficients
+    ok = jnp.all(jnp.isfinite(draw), axis=(-2, -1), keepdims=True)
+    draw = jnp.where(ok, draw, cpad)
     out = jnp.zeros((g_, e_ + 1, lf), coef.dtype).at[:, idx, :].set(draw)
     if slab_prior is not None:
         return out[:, :e_, :], slab
