@@ -69,6 +69,7 @@ from dice_prob.models.stage1 import (
     init_values,
     model,
     prepare_data,
+    scale_factor,
     source_inputs,
 )
 from dice_prob.models.stage1 import slab_spike_scales as _scales
@@ -232,9 +233,7 @@ def _gibbs_update(state, fixed: dict, data: Stage1Data, config: Stage1Config, md
         def coef_w(weights):
             return weights
 
-    w = coef_w(coef[..., 0] if mmm else coef)
     x = source_inputs(data, p.get(sites.HILL_HALF), p.get(sites.HILL_SLOPE))
-    mean = p[sites.INTERCEPT][:, None, :] + p[sites.AR][:, None, :] * data.ylag + edge_contribution(x, w, st)
     if config.noise_sd is None:
         sigma = p[sites.NOISE]
     else:
@@ -246,7 +245,7 @@ def _gibbs_update(state, fixed: dict, data: Stage1Data, config: Stage1Config, md
     if _edge_sampler(config) == "collapsed":
         args = (key, feats, coef, data.y, data.ylag, sigma, p[sites.PI], st, slab, spike)
         if _slab_by_gibbs(config):
-            f = math.sqrt(st.n_lags) if st.mode == "mmm" else 1.0
+            f = scale_factor(st)
             prior = (
                 math.log(config.slab_scale * f),
                 config.slab_scale_sd,
@@ -257,6 +256,11 @@ def _gibbs_update(state, fixed: dict, data: Stage1Data, config: Stage1Config, md
         else:
             new = gibbs_edges_collapsed(*args)
     else:
+        # the single-edge sweep works on the residual of the current mean
+        w = coef_w(coef[..., 0] if mmm else coef)
+        mean = (
+            p[sites.INTERCEPT][:, None, :] + p[sites.AR][:, None, :] * data.ylag + edge_contribution(x, w, st)
+        )
         new = gibbs_edges(key, feats, coef, data.y - mean, sigma, p[sites.PI], st, slab, spike, gram_eig)
     new = {site: new[..., 0] if mmm else new}  # the edge sites have real support: unconstrained = constrained
     if site in state.z:

@@ -598,10 +598,8 @@ def _cv_ridge_curve(eg_f, er_f, yy_f, cnt, grid) -> np.ndarray:
     """
     eg, er = eg_f.sum(0), er_f.sum(0)
     fit_g, fit_r, fit_n = eg[None] - eg_f, er[None] - er_f, cnt.sum() - cnt  # leave fold f out
-    pen = np.ones(eg.shape[0])
-    pen[0] = 0.0
     lam = np.asarray(grid)[:, None] * fit_n[None]  # (G, F)
-    mats = fit_g[None] + lam[..., None, None] * np.diag(pen)  # (G, F, a, a)
+    mats = fit_g[None] + lam[..., None, None] * _slope_penalty(eg.shape[0])  # (G, F, a, a)
     beta = np.linalg.solve(mats, np.broadcast_to(fit_r[None], lam.shape + fit_r.shape[1:])[..., None])[..., 0]
     sse = (
         yy_f[None] - 2 * np.einsum("gfa,fa->gf", beta, er_f) + np.einsum("gfa,fab,gfb->gf", beta, eg_f, beta)
@@ -611,9 +609,14 @@ def _cv_ridge_curve(eg_f, er_f, yy_f, cnt, grid) -> np.ndarray:
 
 def _ridge_solve(gram: np.ndarray, rhs: np.ndarray, lam: float) -> np.ndarray:
     """Solve ``(gram + lam * diag(0, 1, ..., 1)) beta = rhs`` (column 0 is the unpenalised intercept)."""
-    pen = np.ones(gram.shape[0])
+    return np.linalg.solve(gram + lam * _slope_penalty(gram.shape[0]), rhs)
+
+
+def _slope_penalty(n: int) -> np.ndarray:
+    """``diag(0, 1, ..., 1)`` (n x n): the ridge acts on the slopes, not on the intercept in column 0."""
+    pen = np.ones(n)
     pen[0] = 0.0
-    return np.linalg.solve(gram + lam * np.diag(pen), rhs)
+    return np.diag(pen)
 
 
 def _ls_ar_init(hist: np.ndarray, fut: np.ndarray, p: int, ridge: float = _BASE_RIDGE):

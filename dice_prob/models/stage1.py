@@ -61,6 +61,7 @@ __all__ = [
     "edge_matrix",
     "model",
     "prepare_data",
+    "scale_factor",
     "slab_spike_scales",
     "source_inputs",
 ]
@@ -208,6 +209,12 @@ def prepare_data(
     return Stage1Data(jnp.asarray(y, f32), jnp.asarray(ylag, f32), jnp.asarray(xlag, f32), structure)
 
 
+def scale_factor(structure: Stage1Structure) -> float:
+    """Multiplier of the per-lag prior scales for the spike-and-slab variable: ``sqrt(L)`` on ``beta`` (mmm,
+    so the lag-summed effect has the linear mode's prior scale), else 1."""
+    return math.sqrt(structure.n_lags) if structure.mode == "mmm" else 1.0
+
+
 def slab_spike_scales(config, structure: Stage1Structure, slab=None):
     """(slab, spike) sd of the spike-and-slab variable: per lag (linear) or on ``beta`` (mmm, x sqrt(L)).
 
@@ -216,7 +223,7 @@ def slab_spike_scales(config, structure: Stage1Structure, slab=None):
     ``(tau, c tau)`` parameterisation with ``tau`` learned), so "practically zero" scales with the effects in the
     data; else the fixed ``config.slab_scale`` and ``config.spike_scale``.
     """
-    f = math.sqrt(structure.n_lags) if structure.mode == "mmm" else 1.0
+    f = scale_factor(structure)
     if slab is None:
         return float(config.slab_scale) * f, float(config.spike_scale) * f
     ratio = float(config.spike_scale) / float(config.slab_scale)
@@ -282,15 +289,20 @@ def _mixture(pi, shape_be, slab, spike: float, n_event: int | None):
     return dist.MixtureSameFamily(dist.Categorical(probs=probs), comp)
 
 
-def source_inputs(data: Stage1Data, hill_half=None, hill_slope=None):
-    """Source lags as they enter the likelihood, (R, T', S, L): a Hill curve on channel sources when given."""
-    st = data.structure
+def _saturate_channels(xlag, structure: Stage1Structure, hill_half=None, hill_slope=None):
+    """Source lags (R, T', S, L) with a Hill curve on the channel sources when Hill parameters are given."""
     if hill_half is None:
-        return data.xlag
+        return xlag
+    st = structure
     gidx = np.array(st.group_of_shop, dtype=np.int32)
     is_ch = np.array(st.src_is_channel)
-    sat = hill(data.xlag, hill_half[gidx][:, None, :, None], hill_slope[gidx][:, None, :, None])
-    return jnp.where(is_ch[None, None, :, None], sat, data.xlag)
+    sat = hill(xlag, hill_half[gidx][:, None, :, None], hill_slope[gidx][:, None, :, None])
+    return jnp.where(is_ch[None, None, :, None], sat, xlag)
+
+
+def source_inputs(data: Stage1Data, hill_half=None, hill_slope=None):
+    """Source lags as they enter the likelihood, (R, T', S, L): a Hill curve on channel sources when given."""
+    return _saturate_channels(data.xlag, data.structure, hill_half, hill_slope)
 
 
 def edge_features(
@@ -306,11 +318,7 @@ def edge_features(
     if st.mode != "mmm":
         return xlag[:, :, src_slot, :]
     gidx = np.array(st.group_of_shop, dtype=np.int32)
-    x = xlag
-    if hill_half is not None:
-        is_ch = np.array(st.src_is_channel)
-        sat = hill(xlag, hill_half[gidx][:, None, :, None], hill_slope[gidx][:, None, :, None])
-        x = jnp.where(is_ch[None, None, :, None], sat, xlag)
+    x = _saturate_channels(xlag, st, hill_half, hill_slope)
     kern = carryover_kernel(st.n_lags, retention, delay)  # (G, E, L)
     return jnp.einsum("rtel,rel->rte", x[:, :, src_slot, :], kern[gidx])[..., None]
 
@@ -478,10 +486,8 @@ def _node_slots(structure: Stage1Structure) -> tuple[np.ndarray, np.ndarray]:
     ``idx`` holds edge indices, ``E`` (one past the last edge) on padding slots.
     """
     st = structure
-    dst = st.edge_dst_slot
-    j_ = len(st.recv_nodes)
-    per = [np.flatnonzero(dst == j) for j in range(j_)]
-    n_max = max(len(p) for p in per)
+    per = [np.arange(sl.start, sl.stop) for sl in _recv_slices(st)]
+    j_, n_max = len(per), max(len(p) for p in per)
     idx = np.full((j_, n_max), st.n_edges, dtype=np.int32)
     valid = np.zeros((j_, n_max), dtype=bool)
     for j, p in enumerate(per):
