@@ -130,6 +130,13 @@ class Stage1Config(_ConfigBase):
     channels, a parent's lags against the own lag) that the ``single`` edge-by-edge sweep cannot leave. With
     ``nuts_edges=True`` the ``single`` sweep runs (NUTS then owns the intercepts and own lags).
 
+    ``channel_transform`` (``linear`` mode): ``none`` z-scores every node as it is; ``log1p`` first maps each
+    channel's spend ``x`` to ``log(1 + x / m)`` with ``m`` the shop's median positive spend of that channel over the
+    fitted steps — the usual log-spend scale of marketing mix models: it makes skewed, bursty spends closer to
+    Gaussian and gives every channel a concave (saturating) response with no extra parameters to sample, which
+    the free lag weights then shape into any carryover. It needs non-negative channel values. In ``mmm`` mode the
+    channels are saturated by the model's own Hill curve instead, so only ``none`` is allowed there.
+
     Examples
     --------
     >>> import dice_prob as dp
@@ -172,6 +179,8 @@ class Stage1Config(_ConfigBase):
     rhat_threshold: float = 1.01
     min_ess_per_chain: float = 100.0
 
+    channel_transform: str = "none"
+
     def __post_init__(self) -> None:
         c = "Stage1Config"
         _choice(self.support, c, "support", ("roles", "all"))
@@ -186,6 +195,14 @@ class Stage1Config(_ConfigBase):
         )
         _pos(self.min_ess_per_chain, c, "min_ess_per_chain", allow_zero=True)
         _choice(self.mode, c, "mode", ("linear", "mmm"))
+        _choice(self.channel_transform, c, "channel_transform", ("none", "log1p"))
+        _require(
+            self.mode == "linear" or self.channel_transform == "none",
+            c,
+            "channel_transform",
+            "must be 'none' in mode='mmm' (the Hill curve saturates the channels there); use mode='linear' "
+            "with channel_transform='log1p'",
+        )
         _int(self.n_lags, c, "n_lags", 1, 60)
         _choice(self.graph_sharing, c, "graph_sharing", ("shop", "shared", "group"))
         if self.graph_sharing == "group":

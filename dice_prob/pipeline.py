@@ -557,7 +557,7 @@ def _validate_inputs(panel, config, truth):
     # both a training and a test window must exist under the one split convention
     for split in ("train", "test"):
         window_origins(panel.n_steps, history=dec.history, horizon=horizon, split=split)
-    if s1.mode == "mmm":
+    if s1.mode == "mmm" or s1.channel_transform == "log1p":
         panel.require_nonnegative("channel")
     if truth is not None:
         truth = validate_adjacency(truth, d, name="truth", allow_batch=True)

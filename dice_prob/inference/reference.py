@@ -101,6 +101,7 @@ def exact_pips(panel: Panel, *, config: Stage1Config) -> np.ndarray:
         mask,
         n_lags=config.n_lags,
         mode="linear",
+        channel_transform=config.channel_transform,
     )
     st = data.structure
     e_ = st.n_edges

@@ -665,7 +665,7 @@ def _validate(panel, config) -> None:
             f"train_steps: {panel.train_steps} training steps, but n_lags={config.n_lags} needs at least {need}; "
             "use a longer training window or fewer lags"
         )
-    if config.mode == "mmm":
+    if config.mode == "mmm" or config.channel_transform == "log1p":
         panel.require_nonnegative("channel")
     if config.graph_sharing == "group" and len(config.groups) != panel.n_shops:
         raise ConfigError(
@@ -725,7 +725,14 @@ def fit_graph(rng_key, panel: Panel, *, config: Stage1Config = Stage1Config()) -
     r_ = panel.n_shops
     groups = labels = None
     if config.graph_sharing == "shop" and not config.hierarchical_pi:
-        full = prepare_data(values, panel.roles, mask, n_lags=config.n_lags, mode=config.mode)
+        full = prepare_data(
+            values,
+            panel.roles,
+            mask,
+            n_lags=config.n_lags,
+            mode=config.mode,
+            channel_transform=config.channel_transform,
+        )
         lane_struct = full.structure.with_shops((0,))
         batched = Stage1Data(full.y[:, None], full.ylag[:, None], full.xlag[:, None], lane_struct)
     else:
@@ -735,7 +742,13 @@ def fit_graph(rng_key, panel: Panel, *, config: Stage1Config = Stage1Config()) -
         elif config.graph_sharing == "shop":  # hierarchical pi: one graph per shop, fitted jointly
             groups = np.arange(r_)
         full = prepare_data(
-            values, panel.roles, mask, n_lags=config.n_lags, mode=config.mode, group_of_shop=groups
+            values,
+            panel.roles,
+            mask,
+            n_lags=config.n_lags,
+            mode=config.mode,
+            group_of_shop=groups,
+            channel_transform=config.channel_transform,
         )
         batched = jax.tree_util.tree_map(lambda a: a[None], full)
     st = full.structure

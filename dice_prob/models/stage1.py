@@ -43,7 +43,7 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 
-from dice_prob.errors import DataValidationError, GraphValidationError
+from dice_prob.errors import ConfigError, DataValidationError, GraphValidationError
 from dice_prob.models import sites
 from dice_prob.models.transforms import carryover_kernel, hill, lag_stack
 
@@ -140,6 +140,31 @@ def _zscore(x: np.ndarray) -> np.ndarray:
     return (x - m) / s
 
 
+def log1p_channels(values: np.ndarray, roles) -> np.ndarray:
+    """Channel columns of ``values`` (R, T, d) mapped to ``log(1 + x / m)``, ``m`` the shop's median positive value
+    of the channel (1 where it never spends); other columns unchanged. Channels must be non-negative.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> v = np.array([[[0.0, 5.0], [2.0, 6.0], [4.0, 7.0]]])  # (1 shop, 3 steps, 2 nodes)
+    >>> np.round(log1p_channels(v, ["channel", "target"])[0], 4).tolist()
+    [[0.0, 5.0], [0.6931, 6.0], [1.0986, 7.0]]
+    """
+    v = np.array(values, dtype=np.float64, copy=True)
+    for i, role in enumerate(roles):
+        if role != "channel":
+            continue
+        x = v[:, :, i]
+        if np.any(x < 0):
+            raise DataValidationError(
+                f"values: channel column {i} has negative spends; channel_transform='log1p' needs spends >= 0"
+            )
+        m = np.array([np.median(row[row > 0]) if np.any(row > 0) else 1.0 for row in x])  # per shop
+        v[:, :, i] = np.log1p(x / m[:, None])
+    return v
+
+
 def prepare_data(
     values: np.ndarray,
     roles,
@@ -148,11 +173,14 @@ def prepare_data(
     n_lags: int,
     mode: str = "linear",
     group_of_shop=None,
+    channel_transform: str = "none",
 ) -> Stage1Data:
     """Turn raw (R, T, d) values into the model's arrays.
 
     Every node is z-scored per shop over the given time steps. In ``mmm`` mode channel *sources* are instead
-    scaled to ``x / max`` (per shop; non-negative, 1 at the largest spend) so a Hill curve applies.
+    scaled to ``x / max`` (per shop; non-negative, 1 at the largest spend) so a Hill curve applies. With
+    ``channel_transform="log1p"`` (linear mode) channel columns are first mapped to ``log(1 + x / m)``, ``m`` the
+    shop's median positive value of that channel (:func:`log1p_channels`).
 
     Examples
     --------
@@ -180,6 +208,12 @@ def prepare_data(
     srcs = tuple(int(i) for i in np.unique(src))
     roles = list(roles)
     src_is_channel = tuple(mode == "mmm" and roles[i] == "channel" for i in srcs)
+    if channel_transform == "log1p":
+        if mode != "linear":
+            raise ConfigError("channel_transform: 'log1p' applies to mode='linear' only")
+        v = log1p_channels(v, roles)
+    elif channel_transform != "none":
+        raise ConfigError(f"channel_transform: must be 'none' or 'log1p', got {channel_transform!r}")
     z = _zscore(v)
     xs = z[:, :, list(srcs)].copy()
     for k, i in enumerate(srcs):
