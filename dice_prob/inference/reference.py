@@ -102,6 +102,7 @@ def exact_pips(panel: Panel, *, config: Stage1Config) -> np.ndarray:
         n_lags=config.n_lags,
         mode="linear",
         channel_transform=config.channel_transform,
+        lag_decay=config.lag_decay,
     )
     st = data.structure
     e_ = st.n_edges

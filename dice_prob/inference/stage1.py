@@ -67,6 +67,7 @@ from dice_prob.models.stage1 import (
     gibbs_intercept_ar,
     gram_eigen,
     init_values,
+    lag_prior_factors,
     model,
     prepare_data,
     scale_factor,
@@ -732,6 +733,7 @@ def fit_graph(rng_key, panel: Panel, *, config: Stage1Config = Stage1Config()) -
             n_lags=config.n_lags,
             mode=config.mode,
             channel_transform=config.channel_transform,
+            lag_decay=config.lag_decay,
         )
         lane_struct = full.structure.with_shops((0,))
         batched = Stage1Data(full.y[:, None], full.ylag[:, None], full.xlag[:, None], lane_struct)
@@ -749,6 +751,7 @@ def fit_graph(rng_key, panel: Panel, *, config: Stage1Config = Stage1Config()) -
             mode=config.mode,
             group_of_shop=groups,
             channel_transform=config.channel_transform,
+            lag_decay=config.lag_decay,
         )
         batched = jax.tree_util.tree_map(lambda a: a[None], full)
     st = full.structure
@@ -775,6 +778,9 @@ def fit_graph(rng_key, panel: Panel, *, config: Stage1Config = Stage1Config()) -
     pi = samples[sites.PI]
     ep = np.asarray(edge_inclusion_prob(jnp.asarray(coef), jnp.asarray(pi), slab, spike))
     samples[sites.EDGE_PROB] = ep
+    if config.mode == "linear" and config.lag_decay:
+        # the sampler worked on the weights of the prior-scaled lags (prepare_data): back to the data's lags
+        samples[sites.WEIGHTS] = samples[sites.WEIGHTS] * lag_prior_factors(config.n_lags, config.lag_decay)
     incl = np.asarray(edge_matrix(jnp.asarray(ep), st))
     samples["inclusion_prob"] = incl
     c_, n_ = incl.shape[:2]

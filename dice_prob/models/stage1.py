@@ -55,7 +55,9 @@ __all__ = [
     "gibbs_edges_collapsed",
     "gibbs_intercept_ar",
     "gram_eigen",
+    "lag_prior_factors",
     "linear_predictor",
+    "log1p_channels",
     "Stage1Structure",
     "edge_inclusion_prob",
     "edge_matrix",
@@ -165,6 +167,17 @@ def log1p_channels(values: np.ndarray, roles) -> np.ndarray:
     return v
 
 
+def lag_prior_factors(n_lags: int, lag_decay: float) -> np.ndarray:
+    """Per-lag prior sd factors ``l**-lag_decay``, l = 1..n_lags (the Minnesota decay; all ones at 0).
+
+    Examples
+    --------
+    >>> lag_prior_factors(4, 1.0).tolist()
+    [1.0, 0.5, 0.3333333333333333, 0.25]
+    """
+    return np.arange(1, n_lags + 1, dtype=np.float64) ** -float(lag_decay)
+
+
 def prepare_data(
     values: np.ndarray,
     roles,
@@ -174,13 +187,16 @@ def prepare_data(
     mode: str = "linear",
     group_of_shop=None,
     channel_transform: str = "none",
+    lag_decay: float = 0.0,
 ) -> Stage1Data:
     """Turn raw (R, T, d) values into the model's arrays.
 
     Every node is z-scored per shop over the given time steps. In ``mmm`` mode channel *sources* are instead
     scaled to ``x / max`` (per shop; non-negative, 1 at the largest spend) so a Hill curve applies. With
     ``channel_transform="log1p"`` (linear mode) channel columns are first mapped to ``log(1 + x / m)``, ``m`` the
-    shop's median positive value of that channel (:func:`log1p_channels`).
+    shop's median positive value of that channel (:func:`log1p_channels`). With ``lag_decay > 0`` (linear mode)
+    lag ``l`` of every source is multiplied by :func:`lag_prior_factors` ``l**-lag_decay``: an iid prior on the
+    weights of these scaled lags is the Minnesota prior (sd ``~ l**-lag_decay``) on the original lags' weights.
 
     Examples
     --------
@@ -239,6 +255,8 @@ def prepare_data(
     y = zr[:, n_lags:, :]
     ylag = zr[:, n_lags - 1 : -1, :]
     xlag = np.stack([np.asarray(lag_stack(xs[r], n_lags)) for r in range(r_)])
+    if mode == "linear" and lag_decay:
+        xlag = xlag * lag_prior_factors(n_lags, lag_decay)
     f32 = np.float32
     return Stage1Data(jnp.asarray(y, f32), jnp.asarray(ylag, f32), jnp.asarray(xlag, f32), structure)
 

@@ -58,6 +58,30 @@ def test_exact_pips_single_edge_matches_closed_form():
     assert abs(exact_pips(p, config=cfg)[0, 1] - expected) < 1e-6
 
 
+@pytest.mark.parametrize("lag_decay", [0.0, 1.0, 2.0])
+def test_exact_pips_minnesota_lag_decay_matches_closed_form(lag_decay):
+    """Two lags of one candidate edge: the lag-l weight's prior sd is slab * l**-lag_decay (spike likewise); the
+    PIP is the ratio of two Gaussian marginal likelihoods with those per-lag prior variances, done by hand."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(60, 2))
+    x[2:, 1] += 0.2 * x[1:-1, 0] + 0.15 * x[:-2, 0]
+    p = dp.Panel(x, roles=["channel", "target"], train_steps=60)
+    cfg = dp.Stage1Config(n_lags=2, noise_sd=1.0, learn_slab=False, lag_decay=lag_decay)
+    z = (x - x.mean(0)) / x.std(0)
+    n = 58
+    y = z[2:, 1]
+    X = np.column_stack([np.ones(n), z[1:-1, 1], z[1:-1, 0], z[:-2, 0]])
+    f = np.array([1.0, 2.0**-lag_decay])
+
+    def log_ml(sd):
+        cov = np.eye(n) + X @ np.diag([1.0, 0.25, *(sd * f) ** 2]) @ X.T
+        sign, logdet = np.linalg.slogdet(cov)
+        return -0.5 * (logdet + y @ np.linalg.solve(cov, y))
+
+    expected = 1 / (1 + np.exp(log_ml(0.01) - log_ml(0.5)))
+    assert abs(exact_pips(p, config=cfg)[0, 1] - expected) < 1e-5
+
+
 def test_exact_pips_errors():
     with pytest.raises(ConfigError, match="noise_sd"):
         exact_pips(_panel(), config=dp.Stage1Config(n_lags=2))
