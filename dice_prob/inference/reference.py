@@ -126,8 +126,17 @@ def exact_pips(panel: Panel, *, config: Stage1Config) -> np.ndarray:
     else:
         slabs, log_wq = np.array([float(config.slab_scale)]), np.zeros(1)
     ratio2 = (float(config.spike_scale) / float(config.slab_scale)) ** 2
+    grid = tuple(float(m) for m in config.slab_grid)
+    lag_var = np.ones(l_)  # the lag decay is already in the (scaled) features
     src_slot, dst_slot = st.edge_src_slot, st.edge_dst_slot
 
+    n_in = np.bincount(np.asarray(st.edge_dst_slot), minlength=1).max()
+    if (1 + len(grid)) ** int(n_in) * len(slabs) > 200_000:
+        raise DataValidationError(
+            f"slab_grid: {len(grid)} slab components and {int(n_in)} candidate parents of one node need "
+            f"{(1 + len(grid)) ** int(n_in) * len(slabs)} marginal likelihoods; use a smaller problem or "
+            "slab_grid=(1.0,)"
+        )
     # per target and slab node: log ML for every sub-pattern of its incoming edges
     per_target = []
     for j in range(j_):
@@ -141,20 +150,31 @@ def exact_pips(panel: Panel, *, config: Stage1Config) -> np.ndarray:
         yy = y[:, :, j].reshape(-1)
         table = {}
         for bits in itertools.product((0, 1), repeat=len(es)):
-            table[bits] = np.array(
-                [
-                    _log_ml(
-                        yy,
-                        x,
-                        np.concatenate(
-                            [np.tile([1.0, 0.25], r_)]
-                            + [np.full(l_, sl**2 if b else sl**2 * ratio2) for b in bits]
-                        ),
-                        s2,
-                    )
-                    for sl in slabs
-                ]
-            )
+            # an included edge's slab is an equal-weight scale mixture over the grid: sum over the component
+            # of every included edge (each Gaussian given the components)
+            rows = []
+            for comps in itertools.product(range(len(grid)), repeat=int(sum(bits))):
+                it = iter(comps)
+                mult = [grid[next(it)] if b else 0.0 for b in bits]
+                rows.append(
+                    [
+                        _log_ml(
+                            yy,
+                            x,
+                            np.concatenate(
+                                [np.tile([1.0, 0.25], r_)]
+                                + [
+                                    lag_var * (sl**2 * m**2 if b else sl**2 * ratio2)
+                                    for b, m in zip(bits, mult, strict=True)
+                                ]
+                            ),
+                            s2,
+                        )
+                        - sum(bits) * np.log(len(grid))
+                        for sl in slabs
+                    ]
+                )
+            table[bits] = logsumexp(np.array(rows), axis=0)
         per_target.append((es, table))
 
     logp, pats = [], []

@@ -252,10 +252,10 @@ def _gibbs_update(state, fixed: dict, data: Stage1Data, config: Stage1Config, md
                 config.slab_scale_sd,
                 config.spike_scale / config.slab_scale,
             )
-            new, new_slab = gibbs_edges_collapsed(*args, slab_prior=prior)
+            new, new_slab = gibbs_edges_collapsed(*args, slab_prior=prior, grid=tuple(config.slab_grid))
             new_slab = jnp.log(new_slab / f)  # unconstrained (log) value of the slab site
         else:
-            new = gibbs_edges_collapsed(*args)
+            new = gibbs_edges_collapsed(*args, grid=tuple(config.slab_grid))
     else:
         # the single-edge sweep works on the residual of the current mean
         w = coef_w(coef[..., 0] if mmm else coef)
@@ -776,7 +776,9 @@ def fit_graph(rng_key, panel: Panel, *, config: Stage1Config = Stage1Config()) -
     slab, spike = _scales(config, st, samples.get(sites.SLAB))
     coef = samples[sites.BETA if config.mode == "mmm" else sites.WEIGHTS]
     pi = samples[sites.PI]
-    ep = np.asarray(edge_inclusion_prob(jnp.asarray(coef), jnp.asarray(pi), slab, spike))
+    ep = np.asarray(
+        edge_inclusion_prob(jnp.asarray(coef), jnp.asarray(pi), slab, spike, tuple(config.slab_grid))
+    )
     samples[sites.EDGE_PROB] = ep
     if config.mode == "linear" and config.lag_decay:
         # the sampler worked on the weights of the prior-scaled lags (prepare_data): back to the data's lags

@@ -290,7 +290,7 @@ def _expand_scale(scale, pi, extra: int):
     return scale.reshape(scale.shape + (1,) * extra)
 
 
-def edge_inclusion_prob(coef, pi, slab: float, spike: float):
+def edge_inclusion_prob(coef, pi, slab: float, spike: float, grid=(1.0,)):
     """Rao-Blackwellised ``P(z_e = 1 | coef_e, pi)``.
 
     Parameters
@@ -298,6 +298,9 @@ def edge_inclusion_prob(coef, pi, slab: float, spike: float):
     coef : (..., G, E, L) lag weights (linear) or (..., G, E) effects (mmm).
     pi : (..., G)
     slab, spike : float or (..., G) arrays (learned scales per graph)
+    grid : tuple of float
+        The slab is an equal-weight scale mixture of ``N(0, (slab * m)^2)`` over ``m`` in ``grid``
+        (``Stage1Config.slab_grid``); ``(1.0,)`` is the plain slab.
 
     Examples
     --------
@@ -308,10 +311,13 @@ def edge_inclusion_prob(coef, pi, slab: float, spike: float):
     """
     coef = jnp.asarray(coef)
     pi = jnp.asarray(pi)
-    lp_slab = dist.Normal(0.0, _expand_scale(slab, pi, coef.ndim - pi.ndim)).log_prob(coef)
-    lp_spike = dist.Normal(0.0, _expand_scale(spike, pi, coef.ndim - pi.ndim)).log_prob(coef)
+    extra = coef.ndim - pi.ndim
+    slab_e = _expand_scale(slab, pi, extra)
+    lps = jnp.stack([dist.Normal(0.0, slab_e * float(m)).log_prob(coef) for m in grid])
+    lp_spike = dist.Normal(0.0, _expand_scale(spike, pi, extra)).log_prob(coef)
     if coef.ndim == pi.ndim + 2:  # linear: sum over lags
-        lp_slab, lp_spike = lp_slab.sum(-1), lp_spike.sum(-1)
+        lps, lp_spike = lps.sum(-1), lp_spike.sum(-1)
+    lp_slab = jax.scipy.special.logsumexp(lps, axis=0) - math.log(len(grid))
     logit = jnp.log(pi)[..., None] - jnp.log1p(-pi)[..., None] + lp_slab - lp_spike
     return jax.nn.sigmoid(logit)
 
@@ -324,19 +330,21 @@ def edge_matrix(edge_values, structure: Stage1Structure):
     return out.at[..., np.array(structure.edge_src), np.array(structure.edge_dst)].set(ev)
 
 
-def _mixture(pi, shape_be, slab, spike: float, n_event: int | None):
+def _mixture(pi, shape_be, slab, spike: float, n_event: int | None, grid=(1.0,)):
     """Spike-and-slab as MixtureSameFamily with batch ``shape_be`` = (G, E) and optional event (L,).
 
-    ``slab``, ``spike``: floats or (G,) arrays of per-graph sds."""
-    probs = jnp.stack([1.0 - pi, pi], axis=-1)[:, None, :]  # (G, 1, 2)
-    probs = jnp.broadcast_to(probs, shape_be + (2,))
+    ``slab``, ``spike``: floats or (G,) arrays of per-graph sds. Components: the spike (weight ``1 - pi``) and
+    one slab ``N(0, (slab * m)^2)`` per multiplier ``m`` in ``grid`` (weight ``pi / len(grid)`` each)."""
+    n_c = len(grid)
+    probs = jnp.stack([1.0 - pi] + [pi / n_c] * n_c, axis=-1)[:, None, :]  # (G, 1, 1 + M)
+    probs = jnp.broadcast_to(probs, shape_be + (1 + n_c,))
     slab = jnp.broadcast_to(jnp.reshape(jnp.asarray(slab, jnp.float32), (-1, 1)), shape_be)  # (G, E)
     spike = jnp.broadcast_to(jnp.reshape(jnp.asarray(spike, jnp.float32), (-1, 1)), shape_be)
-    scales = jnp.stack([spike, slab], axis=-1)  # (G, E, 2)
+    scales = jnp.stack([spike] + [slab * float(m) for m in grid], axis=-1)  # (G, E, 1 + M)
     if n_event is None:
-        comp = dist.Normal(jnp.zeros(shape_be + (2,)), scales)
+        comp = dist.Normal(jnp.zeros(shape_be + (1 + n_c,)), scales)
     else:
-        full = shape_be + (2, n_event)
+        full = shape_be + (1 + n_c, n_event)
         comp = dist.Normal(jnp.zeros(full), jnp.broadcast_to(scales[..., None], full)).to_event(1)
     return dist.MixtureSameFamily(dist.Categorical(probs=probs), comp)
 
@@ -561,6 +569,7 @@ def gibbs_edges_collapsed(
     spike,
     slab_prior=None,
     n_slab_steps: int = 4,
+    grid=(1.0,),
 ):
     """Collapsed Gibbs over the edge indicators, then one joint draw of every coefficient block.
 
@@ -632,30 +641,39 @@ def gibbs_edges_collapsed(
     info = jnp.einsum("rg,rjk->gjk", onehot, info)
     gram = 0.5 * (gram + jnp.swapaxes(gram, -1, -2))
 
-    logit_pi = (jnp.log(pi) - jnp.log1p(-pi))[:, None]  # (G, 1)
+    n_c = len(grid)
+    mult = jnp.asarray([float(m) for m in grid], feats.dtype)
+    # state of an edge: 0 = spike, c = slab component c (sd slab * grid[c - 1]); prior log weights (G, 1 + M)
+    log_w = jnp.concatenate(
+        [jnp.log1p(-pi)[:, None], jnp.broadcast_to((jnp.log(pi) - math.log(n_c))[:, None], (g_, n_c))], -1
+    )
     k_start, k_slab, k_sweep, k_draw = jax.random.split(rng_key, 4)
-    # starting indicators: a draw of z | coef (exact auxiliary step)
+    # starting states: a draw of the state given coef (exact auxiliary step)
     cpad = jnp.concatenate([coef, jnp.zeros((g_, 1, lf), coef.dtype)], axis=1)[:, idx, :]  # (G, J, n, Lf)
-    p0 = edge_inclusion_prob(
-        cpad.reshape(g_, j_ * n_max, lf) if lf > 1 else cpad[..., 0].reshape(g_, -1), pi, slab, spike
-    ).reshape(g_, j_, n_max)
+
+    def sd_table(slab_g, spike_g):
+        """(G, 1 + M) prior sds of the states from per-graph slab and spike sds."""
+        sl = jnp.broadcast_to(jnp.asarray(slab_g, feats.dtype), (g_,))
+        sp = jnp.broadcast_to(jnp.asarray(spike_g, feats.dtype), (g_,))
+        return jnp.concatenate([sp[:, None], sl[:, None] * mult[None, :]], -1)
+
+    sd0 = sd_table(slab, spike)
+    lp0 = jnp.sum(
+        dist.Normal(0.0, sd0[:, None, None, None, :]).log_prob(cpad[..., None]), axis=-2
+    )  # (G, J, n, 1 + M): lags summed
     valid_j = jnp.asarray(valid)
-    z = jax.random.bernoulli(k_start, p0) & valid_j[None]
+    z = jax.random.categorical(k_start, lp0 + log_w[:, None, None, :])
+    z = jnp.where(valid_j[None], z, 0)
     eye_l = jnp.eye(lf, dtype=feats.dtype)
     eye_k = jnp.eye(k_, dtype=feats.dtype)
+    garange = jnp.arange(g_)[:, None, None]
 
-    def precisions(slab_g, spike_g):
-        """(G, 1) slab and spike precisions from per-graph sds."""
-        return (
-            jnp.broadcast_to(1.0 / jnp.asarray(slab_g, feats.dtype) ** 2, (g_,))[:, None],
-            jnp.broadcast_to(1.0 / jnp.asarray(spike_g, feats.dtype) ** 2, (g_,))[:, None],
-        )
-
-    def factor_with(z, p_sl, p_sp):
-        """Cholesky factor of the prior-whitened precision ``A = I + S G S`` (S = prior sds), the posterior
-        mean ``S A^{-1} S h`` and S. Whitening keeps every eigenvalue >= 1, so float32 rounding in a nearly
-        singular Gram (more lags than rows, a tiny residual sd) cannot make the factorisation fail."""
-        sd = jnp.repeat(jnp.where(z, p_sl[..., None], p_sp[..., None]), lf, axis=-1) ** -0.5  # (G, J, K)
+    def factor_with(z, ptab):
+        """Cholesky factor of the prior-whitened precision ``A = I + S G S`` (S = prior sds of the states
+        ``z``, from the precision table ``ptab`` (G, 1 + M)), the posterior mean ``S A^{-1} S h`` and S.
+        Whitening keeps every eigenvalue >= 1, so float32 rounding in a nearly singular Gram (more lags than
+        rows, a tiny residual sd) cannot make the factorisation fail."""
+        sd = jnp.repeat(ptab[garange, z], lf, axis=-1) ** -0.5  # (G, J, K)
         chol = jnp.linalg.cholesky(eye_k + sd[..., :, None] * gram * sd[..., None, :])
         mean = sd * jax.scipy.linalg.cho_solve((chol, True), (sd * info)[..., None])[..., 0]
         return chol, mean, sd
@@ -665,8 +683,7 @@ def gibbs_edges_collapsed(
 
         def log_target(u):
             """log p(y | z, slab = e^u) + log N(u; mu, sd), per graph (G,); coefficients integrated out."""
-            p_sl, p_sp = precisions(jnp.exp(u), ratio * jnp.exp(u))
-            chol, mean, _ = factor_with(z, p_sl, p_sp)
+            chol, mean, _ = factor_with(z, sd_table(jnp.exp(u), ratio * jnp.exp(u)) ** -2)
             # log|P| - log|G + P| = -log|I + S G S|
             logdet = 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), -1)  # (G, J)
             ev = -0.5 * logdet + 0.5 * jnp.sum(info * mean, -1)
@@ -684,10 +701,10 @@ def gibbs_edges_collapsed(
         u0 = jnp.log(jnp.broadcast_to(jnp.asarray(slab, feats.dtype), (g_,)))
         u, _ = jax.lax.fori_loop(0, n_slab_steps, mh, (u0, log_target(u0)))
         slab, spike = jnp.exp(u), ratio * jnp.exp(u)
-    p_slab, p_spike = precisions(slab, spike)
+    ptab = sd_table(slab, spike) ** -2  # (G, 1 + M) prior precisions of the states
 
     def factor(z):
-        return factor_with(z, p_slab, p_spike)
+        return factor_with(z, ptab)
 
     def body(k, carry):
         z, key = carry
@@ -705,24 +722,25 @@ def gibbs_edges_collapsed(
         )
         m_k = jax.lax.dynamic_slice_in_dim(mean, k * lf, lf, axis=-1)  # (G, J, Lf)
         r = jnp.einsum("gjlm,gjm->gjl", s_now, m_k)
-        p_now = jnp.where(z[:, :, k], p_slab, p_spike)
+        p_now = ptab[garange[..., 0], z[:, :, k]]  # (G, J)
         c = s_now - p_now[..., None, None] * eye_l
         ev, q = jnp.linalg.eigh(0.5 * (c + jnp.swapaxes(c, -1, -2)))
         ev = jnp.clip(ev, 0.0, None)
         qr2 = jnp.einsum("gjlm,gjl->gjm", q, r) ** 2
 
         def evidence(p):
-            p = jnp.asarray(p, feats.dtype)
-            pl = p[..., None]  # against the Lf eigenvalues
+            pl = p[..., None]  # (G, 1, 1) against the Lf eigenvalues
             return (
                 0.5 * lf * jnp.log(p)
                 - 0.5 * jnp.sum(jnp.log(ev + pl), -1)
                 + 0.5 * jnp.sum(qr2 / (ev + pl), -1)
             )
 
-        logit = logit_pi + evidence(p_slab) - evidence(p_spike)
-        zk = jax.random.bernoulli(sub, jax.nn.sigmoid(logit)) & valid_j[None, :, k]
-        zk = jnp.where(jnp.isfinite(logit), zk, z[:, :, k])  # a failed factorisation keeps the state
+        logits = jnp.stack([evidence(ptab[:, c][:, None]) for c in range(1 + n_c)], -1) + log_w[:, None, :]
+        zk = jax.random.categorical(sub, logits)  # (G, J)
+        zk = jnp.where(valid_j[None, :, k], zk, 0)
+        ok = jnp.all(jnp.isfinite(logits), -1)
+        zk = jnp.where(ok, zk, z[:, :, k])  # a failed factorisation keeps the state
         return z.at[:, :, k].set(zk), key
 
     z, _ = jax.lax.fori_loop(0, n_max, body, (z, k_sweep))
@@ -853,16 +871,17 @@ def model(data: Stage1Data, *, config, obs=None, pi_prior=None):
                 sites.SLAB, dist.LogNormal(math.log(config.slab_scale), config.slab_scale_sd)
             )
     slab, spike = slab_spike_scales(config, st, learned)
+    grid = tuple(getattr(config, "slab_grid", (1.0,)))
     with numpyro.plate(sites.PLATE_GRAPH, g_, dim=-2), numpyro.plate(sites.PLATE_EDGE, e_, dim=-1):
         if st.mode == "mmm":
-            coef = numpyro.sample(sites.BETA, _mixture(pi, (g_, e_), slab, spike, None))
+            coef = numpyro.sample(sites.BETA, _mixture(pi, (g_, e_), slab, spike, None, grid))
             ret = numpyro.sample(sites.RETENTION, dist.Beta(2.0, 2.0))
             delay = numpyro.sample(sites.DELAY, dist.HalfNormal(1.0))
             w = coef[..., None] * carryover_kernel(l_, ret, delay)  # (G, E, L)
         else:
-            coef = numpyro.sample(sites.WEIGHTS, _mixture(pi, (g_, e_), slab, spike, l_))
+            coef = numpyro.sample(sites.WEIGHTS, _mixture(pi, (g_, e_), slab, spike, l_, grid))
             w = coef
-    numpyro.deterministic(sites.EDGE_PROB, edge_inclusion_prob(coef, pi, slab, spike))
+    numpyro.deterministic(sites.EDGE_PROB, edge_inclusion_prob(coef, pi, slab, spike, grid))
 
     hill_half = hill_slope = None
     if st.mode == "mmm" and config.hill and any(st.src_is_channel):

@@ -116,7 +116,8 @@ def test_lockstep_tree_stats_are_reported(shop_post):
 
 def test_nuts_over_edges_too_gives_the_same_posterior(shop_post):
     """HMC-within-Gibbs (default) and NUTS over every site + the Gibbs sweep target the same posterior."""
-    longer = CFG.replace(num_warmup=200, num_samples=300)  # Monte Carlo error well below the 0.1 tolerance
+    # Monte Carlo error well below the 0.1 tolerance; the single sweep that follows NUTS needs the plain slab
+    longer = CFG.replace(num_warmup=200, num_samples=300, slab_grid=(1.0,))
     both = _fit(jax.random.key(5), _panel(), longer.replace(nuts_edges=True))
     gibbs = _fit(jax.random.key(6), _panel(), longer)
     assert both.convergence["nuts_edges"] is True and gibbs.convergence["nuts_edges"] is False
@@ -126,7 +127,7 @@ def test_nuts_over_edges_too_gives_the_same_posterior(shop_post):
 
 
 def test_nuts_edges_config_is_validated_and_round_trips():
-    cfg = dp.Stage1Config(nuts_edges=True)
+    cfg = dp.Stage1Config(nuts_edges=True, slab_grid=(1.0,))
     assert dp.Stage1Config.from_dict(cfg.to_dict()) == cfg
     assert dp.Stage1Config.from_dict(dp.Stage1Config().to_dict()).nuts_edges is None
     with pytest.raises(ConfigError, match="nuts_edges"):
@@ -141,8 +142,19 @@ def test_nuts_edges_config_is_validated_and_round_trips():
 
 def test_edge_sampler_and_learn_slab_are_validated_and_reported(shop_post):
     assert shop_post.convergence["edge_sampler"] == "collapsed"
-    cfg = dp.Stage1Config(edge_sampler="single", learn_slab=False, slab_scale_sd=0.5)
+    cfg = dp.Stage1Config(edge_sampler="single", learn_slab=False, slab_scale_sd=0.5, slab_grid=(1.0,))
     assert dp.Stage1Config.from_dict(cfg.to_dict()) == cfg
+    # a scale-mixture slab needs the collapsed sampler; the grid is validated
+    with pytest.raises(ConfigError, match="slab_grid"):
+        dp.Stage1Config(edge_sampler="single", slab_grid=(0.5, 1.0))
+    with pytest.raises(ConfigError, match="slab_grid"):
+        dp.Stage1Config(nuts_edges=True, slab_grid=(0.5, 1.0))
+    assert dp.Stage1Config(edge_gibbs=False, slab_grid=(0.5, 1.0)).slab_grid == (0.5, 1.0)  # NUTS alone
+    for bad in ((), (0.5, 0.0), (1.0, float("nan")), ("1",)):
+        with pytest.raises(ConfigError, match="slab_grid"):
+            dp.Stage1Config(slab_grid=bad)
+    assert dp.Stage1Config(slab_grid=[0.5, 1.0]).slab_grid == (0.5, 1.0)
+    assert dp.Stage1Config.from_dict(dp.Stage1Config().to_dict()).slab_grid == dp.Stage1Config().slab_grid
     with pytest.raises(ConfigError, match="edge_sampler"):
         dp.Stage1Config(edge_sampler="blocked")
     with pytest.raises(ConfigError, match="learn_slab"):
@@ -150,7 +162,9 @@ def test_edge_sampler_and_learn_slab_are_validated_and_reported(shop_post):
     with pytest.raises(ConfigError, match="slab_scale_sd"):
         dp.Stage1Config(slab_scale_sd=0.0)
     # NUTS over the intercepts and own lags rules out integrating them out: the single sweep runs
-    both = _fit(jax.random.key(0), _panel(n_shops=1), CFG.replace(nuts_edges=True, num_samples=20))
+    both = _fit(
+        jax.random.key(0), _panel(n_shops=1), CFG.replace(nuts_edges=True, num_samples=20, slab_grid=(1.0,))
+    )
     assert both.convergence["edge_sampler"] == "single"
     # the learned slab is a sampled site, reported per shop like pi
     assert shop_post.samples["slab"].shape == shop_post.samples["pi"].shape

@@ -66,7 +66,7 @@ def test_prepare_data_errors():
 
 
 def test_log_density_matches_hand_computation():
-    cfg = Stage1Config(n_lags=2)
+    cfg = Stage1Config(n_lags=2, slab_grid=(0.25, 1.0))
     _, d = _data()
     tr = trace(seed(model, 1)).get_trace(d, config=cfg, obs=d.y)
     params = {k: s["value"] for k, s in tr.items() if s["type"] == "sample" and not s["is_observed"]}
@@ -74,12 +74,15 @@ def test_log_density_matches_hand_computation():
     p = {k: np.asarray(v, dtype=np.float64) for k, v in params.items()}
     pi, w = p["pi"][0], p["W"][0]  # (E, L)
     ref = beta_dist(1, 1).logpdf(pi)
-    # learned slab: sd s per lag, s ~ LogNormal(log 0.5, 1); the spike keeps the ratio 0.01 / 0.5 to it
+    # learned slab: sd s per lag, s ~ LogNormal(log 0.5, 1); the spike keeps the ratio spike_scale / 0.5 to it;
+    # the slab is an equal-weight scale mixture over s * m, m in slab_grid
     ref += lognorm(s=1.0, scale=0.5).logpdf(p["slab"][0])
     slab_sd = p["slab"][0]
+    grid = cfg.slab_grid
+    assert len(grid) > 1  # a scale-mixture slab (the plain slab is its one-component case)
     for e in range(3):
-        slab = np.prod(norm(0, slab_sd).pdf(w[e]))
-        spike = np.prod(norm(0, slab_sd * 0.01 / 0.5).pdf(w[e]))
+        slab = np.mean([np.prod(norm(0, slab_sd * m).pdf(w[e])) for m in grid])
+        spike = np.prod(norm(0, slab_sd * cfg.spike_scale / 0.5).pdf(w[e]))
         ref += np.log(pi * slab + (1 - pi) * spike)
     ref += norm(0, 1).logpdf(p["b"]).sum() + norm(0, 0.5).logpdf(p["phi"]).sum()
     ref += halfnorm(scale=1.0).logpdf(p["sigma"]).sum()
@@ -114,6 +117,13 @@ def test_edge_inclusion_prob_closed_form():
     spike = norm(0, 0.01).pdf(w).prod(-1)
     ref = 0.3 * slab / (0.3 * slab + 0.7 * spike)
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-6)
+    # a scale-mixture slab: equal-weight average of the slab densities over the grid
+    grid = (0.1, 1.0)
+    got_mix = np.asarray(edge_inclusion_prob(jnp.asarray(w), jnp.asarray(pi), 0.5, 0.01, grid))
+    slab_mix = np.mean([norm(0, 0.5 * g).pdf(w).prod(-1) for g in grid], axis=0)
+    ref_mix = 0.3 * slab_mix / (0.3 * slab_mix + 0.7 * spike)
+    np.testing.assert_allclose(got_mix, ref_mix, rtol=1e-4, atol=1e-6)
+    assert got_mix[0, 0] > 2 * got[0, 0]  # the narrow component explains the small weights far better
     m = np.asarray(edge_matrix(jnp.asarray(got), prepare_data(*_data()[:1], ROLES, MASK, n_lags=2).structure))
     assert m.shape == (1, 3, 3) and m[0, 0, 1] == pytest.approx(got[0, 0]) and m[0, 1, 0] == 0
 
