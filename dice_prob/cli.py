@@ -42,20 +42,25 @@ def fast_config(config=None):
 
 
 def demo_config(fast: bool = False):
-    """The demo's pipeline config: ``mmm`` Stage 1 on the embedded funnel(mode="mmm") data.
+    """The demo's pipeline config: Stage 1 on the log-spend scale for the embedded funnel(mode="mmm") data.
 
-    The fast setting trains one comparison decoder (``oracle``); the frozen graph swap still evaluates the
-    posterior-trained decoder under the empty, full, random and permuted inputs.
+    Stage 1 is ``mode="linear"`` with ``channel_transform="log1p"`` (and the default Minnesota ``lag_decay``):
+    on funnel(mode="mmm") panels it recovers the graph better than the parametric ``mode="mmm"`` likelihood
+    (PIP AUROC 0.94 vs 0.87 over 3 seeds x 10 shops, ``benchmarks/stage1_recovery.py``), mixes well (r_hat
+    <= 1.02 against up to 1.56) and fits in a tenth of the time. The fast setting trains one comparison decoder
+    (``oracle``); the frozen graph swap still evaluates the posterior-trained decoder under the empty, full,
+    random and permuted inputs.
 
     Examples
     --------
-    >>> demo_config(fast=True).stage1.mode
-    'mmm'
+    >>> cfg = demo_config(fast=True).stage1
+    >>> cfg.mode, cfg.channel_transform
+    ('linear', 'log1p')
     """
     from dice_prob.config import PipelineConfig
 
     base = PipelineConfig()
-    base = base.replace(stage1=base.stage1.replace(mode="mmm"))
+    base = base.replace(stage1=base.stage1.replace(mode="linear", channel_transform="log1p"))
     if fast:
         return fast_config(base).replace(comparison_decoders=("oracle",))
     return base.replace(
