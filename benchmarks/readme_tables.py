@@ -60,8 +60,18 @@ def build() -> str:
             _when(s1),
         ),
         (
-            "Stage 1 PIP AUROC, funnel mmm",
+            "Stage 1 PIP AUROC, funnel mmm, Stage 1 mode='mmm' (carryover kernel + Hill)",
             _ms(_get(s1, "funnel_mmm", "auroc_mean") or _get(s1, "funnel_mmm", "partial_seed0_auroc")),
+            ">= 0.93 (issue 2)",
+            _when(s1),
+        ),
+        (
+            "Stage 1 PIP AUROC, funnel mmm, Stage 1 mode='linear' + log1p channels + lag_decay=1 (the demo's)",
+            _ms(
+                [_get(s1, "funnel_mmm_log1p", "auroc_mean"), _get(s1, "funnel_mmm_log1p", "auroc_sd")]
+                if _get(s1, "funnel_mmm_log1p", "auroc_mean") is not None
+                else None
+            ),
             ">= 0.93 (issue 2)",
             _when(s1),
         ),

@@ -197,7 +197,7 @@ SECTIONS = (
 FUNNEL_ROWS = (
     ("funnel_linear", "linear", 0.97, "mode='linear'"),
     ("funnel_mmm", "mmm", 0.93, "mode='mmm' (carryover kernel + Hill)"),
-    ("funnel_mmm_log1p", "mmm", 0.93, "mode='linear', channel_transform='log1p'"),
+    ("funnel_mmm_log1p", "mmm", 0.93, "mode='linear', channel_transform='log1p', lag_decay=1"),
 )
 
 
@@ -367,7 +367,9 @@ def main() -> None:
     runners = {
         "funnel_linear": lambda: recovery("linear", seeds, n_shops, base),
         "funnel_mmm": lambda: recovery("mmm", seeds, n_shops, base.replace(mode="mmm")),
-        "funnel_mmm_log1p": lambda: recovery("mmm", seeds, n_shops, base.replace(channel_transform="log1p")),
+        "funnel_mmm_log1p": lambda: recovery(
+            "mmm", seeds, n_shops, base.replace(channel_transform="log1p", lag_decay=1.0)
+        ),
         "sparse_target": lambda: sparse(n_sparse, base),
         "causalmmm_layout": lambda: causalmmm_layout(n_causal, base),
         "calibration": lambda: calibration(n_cal, base),

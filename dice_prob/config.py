@@ -141,7 +141,9 @@ class Stage1Config(_ConfigBase):
     ``lag_decay`` (``linear`` mode; the Minnesota prior of Bayesian VARs, Litterman 1986): the slab and spike sd of
     an edge's lag-``l`` weight are ``slab * l**-lag_decay`` and ``spike * l**-lag_decay``, so distant lags are
     shrunk harder than recent ones and an edge's seven lags no longer pay seven full-width Occam penalties; ``0``
-    gives every lag the same prior. Implemented by scaling lag ``l`` of every source by ``l**-lag_decay`` (an
+    gives every lag the same prior (the default: lag weights need not decay, as in CausalMMM's released data;
+    on those, ``1`` cost up to 0.05 AUROC at T = 60). Use ``1`` for spend data with carryover, with
+    ``channel_transform="log1p"`` (funnel mmm data: AUROC 0.918 -> 0.940). Implemented by scaling lag ``l`` of every source by ``l**-lag_decay`` (an
     exact reparameterisation); the reported ``W`` samples are on the data's scale. Ignored in ``mmm`` mode, whose
     carryover kernel already ties the lags together.
 
@@ -199,7 +201,7 @@ class Stage1Config(_ConfigBase):
     min_ess_per_chain: float = 100.0
 
     channel_transform: str = "none"
-    lag_decay: float = 1.0
+    lag_decay: float = 0.0
     slab_grid: tuple[float, ...] = (1.0,)
 
     def __post_init__(self) -> None:
