@@ -149,9 +149,9 @@ def log1p_channels(values: np.ndarray, roles) -> np.ndarray:
     Examples
     --------
     >>> import numpy as np
-    >>> v = np.array([[[0.0, 5.0], [2.0, 6.0], [4.0, 7.0]]])  # (1 shop, 3 steps, 2 nodes)
+    >>> v = np.array([[[0.0, 5.0], [2.0, 6.0], [4.0, 7.0]]])  # 1 shop, 3 steps; median positive spend 3
     >>> np.round(log1p_channels(v, ["channel", "target"])[0], 4).tolist()
-    [[0.0, 5.0], [0.6931, 6.0], [1.0986, 7.0]]
+    [[0.0, 5.0], [0.5108, 6.0], [0.8473, 7.0]]
     """
     v = np.array(values, dtype=np.float64, copy=True)
     for i, role in enumerate(roles):
