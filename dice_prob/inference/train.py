@@ -10,9 +10,8 @@ with AdamW, global-norm gradient clipping and a warmup-cosine learning-rate sche
 least-squares VAR restricted to the training graph (the decoder's linear part; the network starts at zero; for the
 dense baseline the unrestricted VAR over all nodes) so that early stopping on validation can only keep or
 improve that forecast: by default it minimises the target's rollout MSE (``DecoderConfig.select_on``) and keeps
-the warm start unless a checkpoint beats it by one cluster-robust standard error (``select_se``). The VAR's
-ridge penalty is chosen per node by blocked cross-validation over time (``DecoderConfig.ls_ridge="auto"``), so
-a full graph on a short panel does not start from an overfitted VAR.
+the warm start unless a checkpoint beats it by one cluster-robust standard error (``select_se``). The VAR's ridge penalty is chosen per node by blocked cross-validation over time
+(``DecoderConfig.ls_ridge="auto"``), so a full graph on a short panel does not start from an overfitted VAR.
 The whole early-stopping loop (epochs of shuffled mini-batches mixing shops, validation, best-parameter
 tracking) is one module-level compiled ``lax.while_loop``: a second call with the same shapes and settings reuses
 the compiled program.
