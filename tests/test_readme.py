@@ -51,4 +51,3 @@ def test_readme_model_choice_block_builds_the_configs_it_names():
     assert ns["spend_cfg"].mode == "linear" and ns["spend_cfg"].channel_transform == "log1p"
     assert ns["spend_cfg"].lag_decay == 1.0 and dp.Stage1Config().lag_decay == 0.0
     assert ns["plain_cfg"] == dp.Stage1Config()
-    assert ns["dec_cfg"] == dp.DecoderConfig()  # the defaults, spelled out
