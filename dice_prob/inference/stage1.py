@@ -725,34 +725,26 @@ def fit_graph(rng_key, panel: Panel, *, config: Stage1Config = Stage1Config()) -
     values = panel.values[:, :n_time, :]
     r_ = panel.n_shops
     groups = labels = None
-    if config.graph_sharing == "shop" and not config.hierarchical_pi:
-        full = prepare_data(
-            values,
-            panel.roles,
-            mask,
-            n_lags=config.n_lags,
-            mode=config.mode,
-            channel_transform=config.channel_transform,
-            lag_decay=config.lag_decay,
-        )
+    per_shop_lanes = config.graph_sharing == "shop" and not config.hierarchical_pi
+    if config.graph_sharing == "group":
+        labels = tuple(sorted(set(config.groups)))
+        groups = np.array([labels.index(g) for g in config.groups], dtype=int)
+    elif config.graph_sharing == "shop" and not per_shop_lanes:
+        groups = np.arange(r_)  # hierarchical pi: one graph per shop, fitted jointly
+    full = prepare_data(
+        values,
+        panel.roles,
+        mask,
+        n_lags=config.n_lags,
+        mode=config.mode,
+        group_of_shop=groups,
+        channel_transform=config.channel_transform,
+        lag_decay=config.lag_decay,
+    )
+    if per_shop_lanes:
         lane_struct = full.structure.with_shops((0,))
         batched = Stage1Data(full.y[:, None], full.ylag[:, None], full.xlag[:, None], lane_struct)
     else:
-        if config.graph_sharing == "group":
-            labels = tuple(sorted(set(config.groups)))
-            groups = np.array([labels.index(g) for g in config.groups], dtype=int)
-        elif config.graph_sharing == "shop":  # hierarchical pi: one graph per shop, fitted jointly
-            groups = np.arange(r_)
-        full = prepare_data(
-            values,
-            panel.roles,
-            mask,
-            n_lags=config.n_lags,
-            mode=config.mode,
-            group_of_shop=groups,
-            channel_transform=config.channel_transform,
-            lag_decay=config.lag_decay,
-        )
         batched = jax.tree_util.tree_map(lambda a: a[None], full)
     st = full.structure
 
