@@ -319,13 +319,6 @@ class DecoderConfig(_ConfigBase):
     ``loss_weighting``: ``ar_residual`` weights each node's squared error by the inverse of that AR fit's
     one-step residual variance (floored at 0.01, normalised to mean 1) — a per-node Gaussian likelihood, so
     predictable nodes are not drowned by noisy ones; ``none`` weights all nodes equally.
-    ``select_on``: what early stopping minimises on the validation windows — ``target`` (default: the target's
-    free-running MSE over the horizon, the MSE@h the decoder is judged on; with the all-node loss, gains on the
-    other nodes could buy a worse target forecast) or ``loss`` (the training loss above).
-    ``select_se``: a trained checkpoint replaces the least-squares warm start only when its paired validation
-    gain over it exceeds ``select_se`` cluster-robust standard errors (clusters: shop x block of ``horizon``
-    origins) — the one-standard-error rule, so a gain the small validation split cannot tell from noise keeps
-    the simpler model; ``0`` accepts any improvement. Patience counts epochs without any improvement.
 
     Examples
     --------
@@ -364,13 +357,9 @@ class DecoderConfig(_ConfigBase):
     var_init: bool = True
     loss_weighting: str = "ar_residual"
     ls_ridge: float | str = "auto"
-    select_on: str = "target"
-    select_se: float = 1.0
 
     def __post_init__(self) -> None:
         c = "DecoderConfig"
-        _choice(self.select_on, c, "select_on", ("loss", "target"))
-        _pos(self.select_se, c, "select_se", allow_zero=True)
         if isinstance(self.ls_ridge, str):
             _choice(self.ls_ridge, c, "ls_ridge", ("auto",))
         else:

@@ -8,9 +8,8 @@ split of ``panel.scaled`` (:func:`dice_prob.data.windows.forecast_windows`), hol
 
 with AdamW, global-norm gradient clipping and a warmup-cosine learning-rate schedule, starting from the
 least-squares VAR restricted to the training graph (the decoder's linear part; the network starts at zero; for the
-dense baseline the unrestricted VAR over all nodes) so that early stopping on validation can only keep or
-improve that forecast: by default it minimises the target's rollout MSE (``DecoderConfig.select_on``) and keeps
-the warm start unless a checkpoint beats it by one cluster-robust standard error (``select_se``). The VAR's ridge penalty is chosen per node by blocked cross-validation over time
+dense baseline the unrestricted VAR over all nodes) so that early stopping on the validation loss can only keep or
+improve that forecast. The VAR's ridge penalty is chosen per node by blocked cross-validation over time
 (``DecoderConfig.ls_ridge="auto"``), so a full graph on a short panel does not start from an overfitted VAR.
 The whole early-stopping loop (epochs of shuffled mini-batches mixing shops, validation, best-parameter
 tracking) is one module-level compiled ``lax.while_loop``: a second call with the same shapes and settings reuses
@@ -261,12 +260,10 @@ class TrainedDecoder:
         The decoder (immutable); ``model.rollout`` / ``model.step`` / ``model(x, graph)``.
     config : DecoderConfig
     history : dict of lists
-        Per epoch: ``train_loss``, ``val_loss`` (the training loss on validation), ``val_rollout_mse`` (all
-        nodes), ``val_target_mse`` (target rollout), ``learning_rate``; plus ``init_val_loss`` /
-        ``init_val_rollout_mse`` / ``init_val_target_mse`` (the least-squares warm start), ``best_epoch`` (-1 when
-        the warm start was never clearly beaten on validation, see ``DecoderConfig.select_se``),
-        ``best_val_loss`` (the early-stopping criterion, ``DecoderConfig.select_on``, of the kept weights),
-        ``select_on``, ``epochs_run``, ``train_seconds`` (the whole call, compilation
+        Per epoch: ``train_loss``, ``val_loss`` (the early-stopping criterion), ``val_rollout_mse`` (all nodes),
+        ``val_target_mse`` (target rollout), ``learning_rate``; plus ``init_val_loss`` / ``init_val_rollout_mse``
+        / ``init_val_target_mse`` (the least-squares warm start), ``best_epoch`` (-1 when the warm start was never
+        beaten on validation), ``best_val_loss``, ``epochs_run``, ``train_seconds`` (the whole call, compilation
         included), ``loop_seconds`` (the compiled loop), ``n_train_windows``, ``n_val_windows``; ``ls_ridge``
         (per node, the relative ridge of the least-squares warm start), ``ls_ridge_grid`` and ``ls_cv_mse``
         (per node and grid value, the cross-validated one-step MSE it was chosen by; None for a fixed ridge).
@@ -631,49 +628,19 @@ def _ls_ar_init(hist: np.ndarray, fut: np.ndarray, p: int, ridge: float = _BASE_
     return fit.coef[:, : min(p, hist.shape[1] + fut.shape[1] - 1)], fit.bias, fit.resid
 
 
-def _window_losses(model, hist, fut, graphs, ctx, burn: int, rollout_weight: float, node_w, target: int):
-    """Per window: the weighted teacher-forced + rollout loss, the all-node rollout MSE and the target's rollout
-    MSE, each (n_windows,). Their means over windows are the batch loss and its two auxiliary figures."""
+def _window_loss(model, hist, fut, graphs, ctx, burn: int, rollout_weight: float, node_w, target: int):
+    """Weighted teacher-forced + rollout loss of a batch of windows; aux: (rollout MSE, target rollout MSE)."""
 
     def one(x, g, c):
         return teacher_forced_and_rollout(model, x, fut.shape[1], g, c)
 
     tf, roll = jax.vmap(one)(hist, graphs, ctx)
-    tf_mse = jnp.mean((tf[:, burn:-1] - hist[:, burn + 1 :]) ** 2 * node_w, axis=(1, 2))
+    tf_mse = jnp.mean((tf[:, burn:-1] - hist[:, burn + 1 :]) ** 2 * node_w)
     ro_err = (roll - fut) ** 2
-    loss = tf_mse + rollout_weight * jnp.mean(ro_err * node_w, axis=(1, 2))
-    return loss, jnp.mean(ro_err, axis=(1, 2)), jnp.mean(ro_err[..., target], axis=1)
-
-
-def _window_loss(model, hist, fut, graphs, ctx, burn: int, rollout_weight: float, node_w, target: int):
-    """Weighted teacher-forced + rollout loss of a batch of windows; aux: (rollout MSE, target rollout MSE)."""
-    loss, ro, tg = _window_losses(model, hist, fut, graphs, ctx, burn, rollout_weight, node_w, target)
-    return jnp.mean(loss), (jnp.mean(ro), jnp.mean(tg))
-
-
-def _val_clusters(shop: np.ndarray, origin: np.ndarray, horizon: int) -> tuple[np.ndarray, int]:
-    """Cluster ids of the validation windows for the paired standard error: one cluster per shop and block of
-    ``horizon`` consecutive origins (rollouts from nearby origins share their future, so they are not independent
-    evidence). With fewer than two clusters every window is its own cluster."""
-    keys = np.stack([np.asarray(shop), np.asarray(origin) // max(1, horizon)], axis=1)
-    _, cid = np.unique(keys, axis=0, return_inverse=True)
-    cid = np.asarray(cid).reshape(-1)
-    if cid.max(initial=0) + 1 < 2:
-        cid = np.arange(len(cid))
-    return cid.astype(np.int32), int(cid.max(initial=0) + 1)
-
-
-def _paired_gain(diff, onehot):
-    """Mean of the paired per-window differences ``diff`` (n,) and its cluster-robust standard error, with the
-    clusters given as a fixed (n, n_clusters) one-hot matrix. Cluster sums are a matmul rather than a
-    ``segment_sum``: a scatter inside the compiled early-stopping ``while_loop`` crashed XLA:CPU in a long test
-    session, a dense product cannot."""
-    n, k = onehot.shape
-    mean = jnp.mean(diff)
-    sums = diff @ onehot
-    counts = jnp.sum(onehot, axis=0)
-    var = k / max(k - 1, 1) * jnp.sum((sums - counts * mean) ** 2) / n**2
-    return mean, jnp.sqrt(var)
+    return tf_mse + rollout_weight * jnp.mean(ro_err * node_w), (
+        jnp.mean(ro_err),
+        jnp.mean(ro_err[..., target]),
+    )
 
 
 @functools.lru_cache(maxsize=64)
@@ -703,8 +670,6 @@ class _Plan:
     max_epochs: int
     patience: int
     target: int
-    select_on: str
-    select_se: float
     opt: optax.GradientTransformation
 
 
@@ -756,26 +721,12 @@ def _train_chunk(static, carry: dict, data: dict, until, plan: _Plan) -> dict:
 
     def body(c):
         k = c["k"]
-        model = eqx.combine(c["params"], static)
-        vl_w, vro_w, vtg_w = _window_losses(
-            model, *data["val"], plan.burn, plan.rollout_weight, data["node_w"], plan.target
-        )
-        vl, vro, vtg = jnp.mean(vl_w), jnp.mean(vro_w), jnp.mean(vtg_w)
-        crit_w = vtg_w if plan.select_on == "target" else vl_w
-        crit = jnp.mean(crit_w)
+        vl, (vro, vtg) = loss_fn(c["params"], *data["val"])
         first = k == 0
         prev = jnp.maximum(k - 1, 0)
-        warm_w = jnp.where(first, crit_w, c["warm_w"])
-        # one-standard-error rule against the warm start: a trained checkpoint replaces it only when its paired
-        # validation gain is larger than select_se cluster-robust standard errors (the simpler, least-squares
-        # model wins ties that the small validation split cannot resolve)
-        gain, se = _paired_gain(crit_w - warm_w, data["val_cluster"])
-        clear = gain + plan.select_se * se < 0
-        improved = first | ((crit < c["best_val"]) & clear)
-        progress = first | (crit < c["best_raw"])  # patience counts epochs without any raw improvement
+        improved = first | (vl < c["best_val"])
         c = {
             **c,
-            "warm_w": warm_w,
             "init_val": jnp.where(first, jnp.stack([vl, vro, vtg]), c["init_val"]),
             "val_loss": jnp.where(first, c["val_loss"], c["val_loss"].at[prev].set(vl)),
             "val_rollout": jnp.where(first, c["val_rollout"], c["val_rollout"].at[prev].set(vro)),
@@ -783,10 +734,9 @@ def _train_chunk(static, carry: dict, data: dict, until, plan: _Plan) -> dict:
             "best_params": jax.tree_util.tree_map(
                 lambda b, q: jnp.where(improved, q, b), c["best_params"], c["params"]
             ),
-            "best_val": jnp.where(improved, crit, c["best_val"]),
-            "best_raw": jnp.where(progress, crit, c["best_raw"]),
+            "best_val": jnp.where(improved, vl, c["best_val"]),
             "best_epoch": jnp.where(improved, k - 1, c["best_epoch"]),
-            "wait": jnp.where(progress, 0, c["wait"] + 1),
+            "wait": jnp.where(improved, 0, c["wait"] + 1),
             "bad": c["bad"] | ~jnp.isfinite(vl),
         }
         stop = c["bad"] | (c["wait"] >= plan.patience) | (k >= plan.max_epochs)
@@ -808,8 +758,7 @@ def train_decoder(
     The linear part (own-lag skip and the lagged cross-node path: graph-gated for the graph-safe decoder,
     unrestricted for the dense baseline) starts at the least-squares (ridge, ``config.ls_ridge``) VAR on the
     training windows (``config.ar_init`` / ``config.var_init``), the network at zero output; validation-based
-    early stopping keeps the warm start unless training clearly beats it (``config.select_on``,
-    ``config.select_se``).
+    early stopping keeps the warm start unless training beats it.
 
     Parameters
     ----------
@@ -931,7 +880,6 @@ def train_decoder(
     probs = jnp.asarray(src.probs)
     s2k = jnp.asarray(src.shop_to_k)
     val_graphs = _window_graphs(src.mode, probs, s2k, va[2], k_val)  # fixed draws: a stable stopping target
-    val_cid, n_clusters = _val_clusters(val_w.shop, val_w.origin, config.horizon)
     batch = min(config.batch_size, n_train)
     n_batches = max(1, n_train // batch)
     total_steps = config.max_epochs * n_batches
@@ -951,8 +899,6 @@ def train_decoder(
         max_epochs=int(config.max_epochs),
         patience=int(config.patience),
         target=int(panel.target_index),
-        select_on=config.select_on,
-        select_se=float(config.select_se),
         opt=opt,
     )
     data = {
@@ -961,7 +907,6 @@ def train_decoder(
         "probs": probs,
         "s2k": s2k,
         "node_w": node_w,
-        "val_cluster": jnp.asarray(np.eye(n_clusters, dtype=np.float32)[val_cid]),
     }
     f32, i32 = jnp.float32, jnp.int32
     carry = {
@@ -970,8 +915,6 @@ def train_decoder(
         "key": k_train,
         "best_params": params,
         "best_val": jnp.asarray(jnp.inf, f32),
-        "best_raw": jnp.asarray(jnp.inf, f32),
-        "warm_w": jnp.zeros((len(val_w),), f32),
         "best_epoch": jnp.asarray(-1, i32),
         "wait": jnp.asarray(0, i32),
         "k": jnp.asarray(0, i32),
@@ -1037,7 +980,6 @@ def train_decoder(
         "init_val_target_mse": float(init_val[2]),
         "best_epoch": best_epoch,
         "best_val_loss": float(carry["best_val"]),
-        "select_on": config.select_on,
         "epochs_run": epochs_run,
         "train_seconds": time.perf_counter() - t_start,
         "loop_seconds": loop_seconds,
