@@ -21,12 +21,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import fmt, mean_sd, peak_rss_gb, write_results  # noqa: E402
+from _suite import run_granger  # noqa: E402
 
 import dice_prob as dp  # noqa: E402
 from dice_prob.data import io as dio  # noqa: E402
 from dice_prob.data import simulate  # noqa: E402
 from dice_prob.diagnostics import metrics  # noqa: E402
-from dice_prob.diagnostics.granger import granger_pvalues  # noqa: E402
 from dice_prob.errors import ConvergenceWarning  # noqa: E402
 from dice_prob.inference.stage1 import fit_graph  # noqa: E402
 
@@ -84,12 +84,13 @@ def recovery(mode: str, seeds, n_shops: int, cfg) -> dict:
 
 def sparse(n_shops: int, cfg) -> dict:
     sim = simulate.sparse_target(jax.random.key(7), n_shops=n_shops)
-    post, wall, warns = _fit(jax.random.key(8), sim.panel, cfg.replace(n_lags=int(sim.info.get("n_lags", 7))))
+    n_lags = int(sim.info.get("n_lags", 7))
+    post, wall, warns = _fit(jax.random.key(8), sim.panel, cfg.replace(n_lags=n_lags))
     t = sim.panel.target_index
     g = sim.graphs
     m = sim.support_mask
     # what the data identify without a prior: the VAR-Granger F-test (all nodes' lags) on the same training window
-    pv, used = granger_pvalues(np.asarray(sim.panel.values)[:, : sim.panel.train_steps], 7, mask=m)
+    _, pv, _, used = run_granger(sim.panel, n_lags, m)
     all_ok, per_parent, gr_ok, gr_parent, parents_table = [], [], [], [], []
     for r in range(n_shops):
         parents = np.flatnonzero(g[r][:, t])
