@@ -147,6 +147,15 @@ class Stage1Config(_ConfigBase):
     exact reparameterisation); the reported ``W`` samples are on the data's scale. Ignored in ``mmm`` mode, whose
     carryover kernel already ties the lags together.
 
+    ``node_scale``: the units the spike and slab sds refer to. ``zscore``: every node's z-score.
+    ``ar_residual``: each z-scored node is further divided by the residual sd of its own univariate AR(n_lags)
+    least-squares fit (pooled over the shops of a graph), so a weight's prior is relative to the innovation sd of
+    the node it drives and of the node it comes from: the Minnesota prior's cross-variable scaling
+    ``sd(k -> j) ~ s_j / s_k`` (Litterman 1986). Without it a node that its own lags predict well (a strong-AR
+    target, z-score innovation sd ~0.05) has real effects of ~0.005 per lag, inside a 0.01 spike. The reported
+    ``W`` / ``beta`` samples are on the z-scored data's scale. In ``mmm`` mode channel sources keep their
+    ``x / max`` scale (the Hill input), so a channel's ``beta`` prior scales with the receiving node's sd only.
+
     ``slab_grid`` (opt-in): the slab becomes an equal-weight scale mixture over ``slab * m`` for ``m`` in
     ``slab_grid`` (default ``(1.0,)``, the plain slab). With one slab sd per graph the strong edges set it, and a
     weak but real edge beside them pays the Occam penalty of a slab far wider than its effect on every lag; a
@@ -202,6 +211,7 @@ class Stage1Config(_ConfigBase):
 
     channel_transform: str = "none"
     lag_decay: float = 0.0
+    node_scale: str = "zscore"
     slab_grid: tuple[float, ...] = (1.0,)
 
     def __post_init__(self) -> None:
@@ -220,6 +230,7 @@ class Stage1Config(_ConfigBase):
         _choice(self.mode, c, "mode", ("linear", "mmm"))
         _choice(self.channel_transform, c, "channel_transform", ("none", "log1p"))
         _pos(self.lag_decay, c, "lag_decay", allow_zero=True)
+        _choice(self.node_scale, c, "node_scale", ("zscore", "ar_residual"))
         if isinstance(self.slab_grid, list):
             object.__setattr__(self, "slab_grid", tuple(self.slab_grid))
         _require(
@@ -319,6 +330,13 @@ class DecoderConfig(_ConfigBase):
     ``loss_weighting``: ``ar_residual`` weights each node's squared error by the inverse of that AR fit's
     one-step residual variance (floored at 0.01, normalised to mean 1) — a per-node Gaussian likelihood, so
     predictable nodes are not drowned by noisy ones; ``none`` weights all nodes equally.
+    ``select_on``: what early stopping minimises on the validation windows — ``target`` (default: the target's
+    free-running MSE over the horizon, the MSE@h the decoder is judged on; with the all-node loss, gains on the
+    other nodes could buy a worse target forecast) or ``loss`` (the training loss above).
+    ``select_se``: a trained checkpoint replaces the least-squares warm start only when its paired validation
+    gain over it exceeds ``select_se`` cluster-robust standard errors (clusters: shop x block of ``horizon``
+    origins) — the one-standard-error rule, so a gain the small validation split cannot tell from noise keeps
+    the simpler model; ``0`` accepts any improvement. Patience counts epochs without any improvement.
 
     Examples
     --------
@@ -357,9 +375,13 @@ class DecoderConfig(_ConfigBase):
     var_init: bool = True
     loss_weighting: str = "ar_residual"
     ls_ridge: float | str = "auto"
+    select_on: str = "target"
+    select_se: float = 1.0
 
     def __post_init__(self) -> None:
         c = "DecoderConfig"
+        _choice(self.select_on, c, "select_on", ("loss", "target"))
+        _pos(self.select_se, c, "select_se", allow_zero=True)
         if isinstance(self.ls_ridge, str):
             _choice(self.ls_ridge, c, "ls_ridge", ("auto",))
         else:

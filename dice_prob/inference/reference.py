@@ -103,6 +103,7 @@ def exact_pips(panel: Panel, *, config: Stage1Config) -> np.ndarray:
         mode="linear",
         channel_transform=config.channel_transform,
         lag_decay=config.lag_decay,
+        node_scale=config.node_scale,
     )
     st = data.structure
     e_ = st.n_edges

@@ -740,6 +740,9 @@ def fit_graph(rng_key, panel: Panel, *, config: Stage1Config = Stage1Config()) -
         group_of_shop=groups,
         channel_transform=config.channel_transform,
         lag_decay=config.lag_decay,
+        node_scale=config.node_scale,
+        # node scales pool over the shops that share coefficients: each shop alone when lanes are per shop
+        scale_group_of_shop=np.arange(r_) if per_shop_lanes else groups,
     )
     if per_shop_lanes:
         lane_struct = full.structure.with_shops((0,))
@@ -775,6 +778,19 @@ def fit_graph(rng_key, panel: Panel, *, config: Stage1Config = Stage1Config()) -
     if config.mode == "linear" and config.lag_decay:
         # the sampler worked on the weights of the prior-scaled lags (prepare_data): back to the data's lags
         samples[sites.WEIGHTS] = samples[sites.WEIGHTS] * lag_prior_factors(config.n_lags, config.lag_decay)
+    if full.node_sd is not None:
+        # coefficients in innovation-sd units (prepare_data): back to z-scores, W_z = W * s_dst / s_src per
+        # graph; an mmm-mode channel source keeps its x / max scale (s_src = 1)
+        chan = {i for i, c in zip(st.src_nodes, st.src_is_channel, strict=True) if c}
+        s_src = np.stack(
+            [np.ones(len(full.node_sd)) if i in chan else full.node_sd[:, i] for i in st.edge_src], 1
+        )
+        ratio = full.node_sd[:, list(st.edge_dst)] / s_src  # (G, E)
+        name = sites.BETA if config.mode == "mmm" else sites.WEIGHTS
+        w = samples[name]
+        if config.graph_sharing == "shared":  # (C, n, E, ...): one graph
+            ratio = ratio[0]
+        samples[name] = w * (ratio if config.mode == "mmm" else ratio[..., None])
     incl = np.asarray(edge_matrix(jnp.asarray(ep), st))
     samples["inclusion_prob"] = incl
     c_, n_ = incl.shape[:2]

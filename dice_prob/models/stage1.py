@@ -56,6 +56,7 @@ __all__ = [
     "gibbs_intercept_ar",
     "gram_eigen",
     "lag_prior_factors",
+    "ar_residual_sd",
     "linear_predictor",
     "log1p_channels",
     "Stage1Structure",
@@ -120,6 +121,8 @@ class Stage1Data:
     structure : Stage1Structure (static).
     """
 
+    node_sd = None  # (G, d) node scales of ``node_scale="ar_residual"``; plain attribute, not a leaf
+
     def __init__(self, y, ylag, xlag, structure: Stage1Structure):
         self.y = y
         self.ylag = ylag
@@ -178,6 +181,40 @@ def lag_prior_factors(n_lags: int, lag_decay: float) -> np.ndarray:
     return np.arange(1, n_lags + 1, dtype=np.float64) ** -float(lag_decay)
 
 
+def ar_residual_sd(z: np.ndarray, n_lags: int, group_of_shop=None, floor: float = 1e-2) -> np.ndarray:
+    """Residual sd of every node's univariate AR(``n_lags``) least-squares fit (with intercept), (G, d).
+
+    ``z`` (R, T, d) are the standardised series. Shops of one group (``group_of_shop``; default all in group 0)
+    are pooled as a root mean square, so every shop that shares a graph's coefficients gets the same scale.
+    Values below ``floor`` (a node its own lags predict almost exactly) are raised to it.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> e = np.random.default_rng(0).normal(size=(1, 2000, 1))
+    >>> x = e.copy()
+    >>> for t in range(1, 2000):
+    ...     x[0, t] = 0.9 * x[0, t - 1] + e[0, t]
+    >>> z = (x - x.mean()) / x.std()
+    >>> round(float(ar_residual_sd(z, 1)[0, 0]), 2)  # sqrt(1 - 0.9**2) = 0.44
+    0.44
+    """
+    z = np.asarray(z, dtype=np.float64)
+    r_, t_, d_ = z.shape
+    gos = np.zeros(r_, dtype=int) if group_of_shop is None else np.asarray(group_of_shop, dtype=int)
+    var = np.empty((r_, d_))
+    for r in range(r_):
+        lags = np.stack([z[r, n_lags - l : t_ - l] for l in range(1, n_lags + 1)], axis=1)  # (T', L, d)
+        y = z[r, n_lags:]
+        for k in range(d_):
+            design = np.concatenate([np.ones((t_ - n_lags, 1)), lags[:, :, k]], axis=1)
+            coef, *_ = np.linalg.lstsq(design, y[:, k], rcond=None)
+            var[r, k] = np.mean((y[:, k] - design @ coef) ** 2)
+    g_ = int(gos.max()) + 1
+    pooled = np.stack([var[gos == g].mean(axis=0) for g in range(g_)])
+    return np.maximum(np.sqrt(pooled), floor)
+
+
 def prepare_data(
     values: np.ndarray,
     roles,
@@ -188,6 +225,8 @@ def prepare_data(
     group_of_shop=None,
     channel_transform: str = "none",
     lag_decay: float = 0.0,
+    node_scale: str = "zscore",
+    scale_group_of_shop=None,
 ) -> Stage1Data:
     """Turn raw (R, T, d) values into the model's arrays.
 
@@ -197,6 +236,12 @@ def prepare_data(
     shop's median positive value of that channel (:func:`log1p_channels`). With ``lag_decay > 0`` (linear mode)
     lag ``l`` of every source is multiplied by :func:`lag_prior_factors` ``l**-lag_decay``: an iid prior on the
     weights of these scaled lags is the Minnesota prior (sd ``~ l**-lag_decay``) on the original lags' weights.
+    With ``node_scale="ar_residual"`` every z-scored node is further divided by its :func:`ar_residual_sd`
+    (pooled over the shops of ``scale_group_of_shop``, default ``group_of_shop``), so one unit is one innovation
+    sd of the node: an iid prior on the weights in these units is the Minnesota cross-variable scaling
+    ``sd(k -> j) ~ s_j / s_k`` on the z-scored weights (in mmm mode channel sources keep their ``x / max``
+    scale, so their ``beta`` prior scales with ``s_j`` only). The scales are kept as
+    ``data.node_sd`` (G, d) (not a pytree leaf) to map the weights back.
 
     Examples
     --------
@@ -231,12 +276,23 @@ def prepare_data(
     elif channel_transform != "none":
         raise ConfigError(f"channel_transform: must be 'none' or 'log1p', got {channel_transform!r}")
     z = _zscore(v)
+    gos = tuple([0] * r_) if group_of_shop is None else tuple(int(g) for g in group_of_shop)
+    node_sd = None
+    if node_scale == "ar_residual":
+        sg = np.asarray(gos if scale_group_of_shop is None else scale_group_of_shop, dtype=int)
+        if len(sg) != r_:
+            raise DataValidationError(
+                f"groups: {len(sg)} scale group labels for {r_} shops; give one per shop"
+            )
+        node_sd = ar_residual_sd(z, n_lags, sg)
+        z = z / node_sd[sg][:, None, :]
+    elif node_scale != "zscore":
+        raise ConfigError(f"node_scale: must be 'zscore' or 'ar_residual', got {node_scale!r}")
     xs = z[:, :, list(srcs)].copy()
     for k, i in enumerate(srcs):
         if src_is_channel[k]:
             mx = v[:, :, i].max(axis=1, keepdims=True)
             xs[:, :, k] = v[:, :, i] / np.where(mx > 0, mx, 1.0)
-    gos = tuple([0] * r_) if group_of_shop is None else tuple(int(g) for g in group_of_shop)
     if len(gos) != r_:
         raise DataValidationError(f"groups: {len(gos)} group labels for {r_} shops; give one per shop")
     structure = Stage1Structure(
@@ -258,7 +314,9 @@ def prepare_data(
     if mode == "linear" and lag_decay:
         xlag = xlag * lag_prior_factors(n_lags, lag_decay)
     f32 = np.float32
-    return Stage1Data(jnp.asarray(y, f32), jnp.asarray(ylag, f32), jnp.asarray(xlag, f32), structure)
+    data = Stage1Data(jnp.asarray(y, f32), jnp.asarray(ylag, f32), jnp.asarray(xlag, f32), structure)
+    data.node_sd = node_sd
+    return data
 
 
 def scale_factor(structure: Stage1Structure) -> float:

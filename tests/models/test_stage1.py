@@ -11,8 +11,9 @@ from numpyro.infer.util import log_density
 from scipy.stats import beta as beta_dist
 from scipy.stats import halfnorm, lognorm, norm
 
+import dice_prob as dp
 from dice_prob.config import Stage1Config
-from dice_prob.errors import DataValidationError, GraphValidationError
+from dice_prob.errors import ConfigError, DataValidationError, GraphValidationError
 from dice_prob.models import sites
 from dice_prob.models.stage1 import (
     AR_SD,
@@ -214,3 +215,57 @@ def test_gibbs_intercept_ar_matches_the_conjugate_posterior():
         se = np.sqrt(np.diag(cov) / draws.shape[0])  # Monte Carlo standard error of the mean
         assert np.all(np.abs(draws.mean(0) - mean) < 4 * se + 1e-4), (draws.mean(0), mean)
         np.testing.assert_allclose(np.cov(draws.T), cov, rtol=0.05, atol=1e-5)
+
+
+def test_ar_residual_sd_matches_a_numpy_least_squares_fit_and_pools_shops_by_group():
+    from dice_prob.models.stage1 import ar_residual_sd, prepare_data
+
+    rng = np.random.default_rng(3)
+    z = rng.normal(size=(3, 50, 2))
+    z[:, 1:, 1] += 0.7 * z[:, :-1, 1]
+
+    def ref(series, n_lags):
+        y = series[n_lags:]
+        design = np.column_stack([np.ones(len(y))] + [series[n_lags - l : -l] for l in range(1, n_lags + 1)])
+        coef = np.linalg.lstsq(design, y, rcond=None)[0]
+        return np.mean((y - design @ coef) ** 2)
+
+    var = np.array([[ref(z[r, :, k], 2) for k in range(2)] for r in range(3)])
+    got = ar_residual_sd(z, 2, [0, 1, 1])
+    np.testing.assert_allclose(got[0], np.sqrt(var[0]), rtol=1e-10)
+    np.testing.assert_allclose(got[1], np.sqrt(var[1:].mean(axis=0)), rtol=1e-10)  # root mean square
+    assert np.all(ar_residual_sd(np.zeros((1, 20, 2)), 2) == 1e-2)  # floored
+
+    # prepare_data divides each z-scored node by its scale (groups pool the scales)
+    mask = np.array([[0, 1], [0, 0]], bool)
+    plain = prepare_data(z, ["channel", "target"], mask, n_lags=2)
+    scaled = prepare_data(
+        z, ["channel", "target"], mask, n_lags=2, node_scale="ar_residual", group_of_shop=[0, 1, 1]
+    )
+    s = scaled.node_sd
+    np.testing.assert_allclose(s, ar_residual_sd(_zscore_ref(z), 2, [0, 1, 1]), rtol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(scaled.y)[1, :, 0], np.asarray(plain.y)[1, :, 0] / s[1, 1], rtol=1e-5, atol=1e-6
+    )
+    np.testing.assert_allclose(
+        np.asarray(scaled.xlag)[0, :, 0, :],
+        np.asarray(plain.xlag)[0, :, 0, :] / s[0, 0],
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    assert plain.node_sd is None
+    with pytest.raises(ConfigError, match="node_scale"):
+        prepare_data(z, ["channel", "target"], mask, n_lags=2, node_scale="innovation")
+    with pytest.raises(ConfigError, match="node_scale"):
+        dp.Stage1Config(node_scale="none")
+    # mmm mode: the response is scaled, a channel source keeps its x / max scale
+    mm = prepare_data(np.abs(z), ["channel", "target"], mask, n_lags=2, mode="mmm", node_scale="ar_residual")
+    mm0 = prepare_data(np.abs(z), ["channel", "target"], mask, n_lags=2, mode="mmm")
+    np.testing.assert_allclose(np.asarray(mm.xlag), np.asarray(mm0.xlag))
+    np.testing.assert_allclose(
+        np.asarray(mm.y)[0, :, 0], np.asarray(mm0.y)[0, :, 0] / mm.node_sd[0, 1], rtol=1e-5
+    )
+
+
+def _zscore_ref(x):
+    return (x - x.mean(axis=1, keepdims=True)) / x.std(axis=1, keepdims=True)
