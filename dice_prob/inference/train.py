@@ -8,8 +8,9 @@ split of ``panel.scaled`` (:func:`dice_prob.data.windows.forecast_windows`), hol
 
 with AdamW, global-norm gradient clipping and a warmup-cosine learning-rate schedule, starting from the
 least-squares VAR restricted to the training graph (the decoder's linear part; the network starts at zero; for the
-dense baseline the unrestricted VAR over all nodes) so that early stopping on the validation loss can only keep or
-improve that forecast. The VAR's ridge penalty is chosen per node by blocked cross-validation over time
+dense baseline the unrestricted VAR over all nodes) so that early stopping on validation can only keep or
+improve that forecast: by default it minimises the target's rollout MSE (``DecoderConfig.select_on``) and keeps
+the warm start unless a checkpoint beats it by one cluster-robust standard error (``select_se``). The VAR's ridge penalty is chosen per node by blocked cross-validation over time
 (``DecoderConfig.ls_ridge="auto"``), so a full graph on a short panel does not start from an overfitted VAR.
 The whole early-stopping loop (epochs of shuffled mini-batches mixing shops, validation, best-parameter
 tracking) is one module-level compiled ``lax.while_loop``: a second call with the same shapes and settings reuses
@@ -260,10 +261,12 @@ class TrainedDecoder:
         The decoder (immutable); ``model.rollout`` / ``model.step`` / ``model(x, graph)``.
     config : DecoderConfig
     history : dict of lists
-        Per epoch: ``train_loss``, ``val_loss`` (the early-stopping criterion), ``val_rollout_mse`` (all nodes),
-        ``val_target_mse`` (target rollout), ``learning_rate``; plus ``init_val_loss`` / ``init_val_rollout_mse``
-        / ``init_val_target_mse`` (the least-squares warm start), ``best_epoch`` (-1 when the warm start was never
-        beaten on validation), ``best_val_loss``, ``epochs_run``, ``train_seconds`` (the whole call, compilation
+        Per epoch: ``train_loss``, ``val_loss`` (the training loss on validation), ``val_rollout_mse`` (all
+        nodes), ``val_target_mse`` (target rollout), ``learning_rate``; plus ``init_val_loss`` /
+        ``init_val_rollout_mse`` / ``init_val_target_mse`` (the least-squares warm start), ``best_epoch`` (-1 when
+        the warm start was never clearly beaten on validation, see ``DecoderConfig.select_se``),
+        ``best_val_loss`` (the early-stopping criterion, ``DecoderConfig.select_on``, of the kept weights),
+        ``select_on``, ``epochs_run``, ``train_seconds`` (the whole call, compilation
         included), ``loop_seconds`` (the compiled loop), ``n_train_windows``, ``n_val_windows``; ``ls_ridge``
         (per node, the relative ridge of the least-squares warm start), ``ls_ridge_grid`` and ``ls_cv_mse``
         (per node and grid value, the cross-validated one-step MSE it was chosen by; None for a fixed ridge).
@@ -628,19 +631,56 @@ def _ls_ar_init(hist: np.ndarray, fut: np.ndarray, p: int, ridge: float = _BASE_
     return fit.coef[:, : min(p, hist.shape[1] + fut.shape[1] - 1)], fit.bias, fit.resid
 
 
-def _window_loss(model, hist, fut, graphs, ctx, burn: int, rollout_weight: float, node_w, target: int):
-    """Weighted teacher-forced + rollout loss of a batch of windows; aux: (rollout MSE, target rollout MSE)."""
+def _window_losses(model, hist, fut, graphs, ctx, burn: int, rollout_weight: float, node_w, target: int):
+    """Per window: the weighted teacher-forced + rollout loss, the all-node rollout MSE and the target's rollout
+    MSE, each (n_windows,). Their means over windows are the batch loss and its two auxiliary figures."""
 
     def one(x, g, c):
         return teacher_forced_and_rollout(model, x, fut.shape[1], g, c)
 
     tf, roll = jax.vmap(one)(hist, graphs, ctx)
-    tf_mse = jnp.mean((tf[:, burn:-1] - hist[:, burn + 1 :]) ** 2 * node_w)
+    tf_mse = jnp.mean((tf[:, burn:-1] - hist[:, burn + 1 :]) ** 2 * node_w, axis=(1, 2))
     ro_err = (roll - fut) ** 2
-    return tf_mse + rollout_weight * jnp.mean(ro_err * node_w), (
-        jnp.mean(ro_err),
-        jnp.mean(ro_err[..., target]),
-    )
+    loss = tf_mse + rollout_weight * jnp.mean(ro_err * node_w, axis=(1, 2))
+    return loss, jnp.mean(ro_err, axis=(1, 2)), jnp.mean(ro_err[..., target], axis=1)
+
+
+def _window_loss(model, hist, fut, graphs, ctx, burn: int, rollout_weight: float, node_w, target: int):
+    """Weighted teacher-forced + rollout loss of a batch of windows; aux: (rollout MSE, target rollout MSE)."""
+    loss, ro, tg = _window_losses(model, hist, fut, graphs, ctx, burn, rollout_weight, node_w, target)
+    return jnp.mean(loss), (jnp.mean(ro), jnp.mean(tg))
+
+
+def _val_clusters(shop: np.ndarray, origin: np.ndarray, horizon: int) -> tuple[np.ndarray, int]:
+    """Cluster ids of the validation windows for the paired standard error: one cluster per shop and block of
+    ``horizon`` consecutive origins (rollouts from nearby origins share their future, so they are not independent
+    evidence). With fewer than two clusters every window is its own cluster."""
+    keys = np.stack([np.asarray(shop), np.asarray(origin) // max(1, horizon)], axis=1)
+    _, cid = np.unique(keys, axis=0, return_inverse=True)
+    cid = np.asarray(cid).reshape(-1)
+    if cid.max(initial=0) + 1 < 2:
+        cid = np.arange(len(cid))
+    return cid.astype(np.int32), int(cid.max(initial=0) + 1)
+
+
+def _paired_gain(diff: np.ndarray, cid: np.ndarray, n_clusters: int) -> tuple[float, float]:
+    """Mean of the paired per-window differences ``diff`` and its cluster-robust standard error."""
+    diff = np.asarray(diff, dtype=np.float64)
+    n, k = diff.shape[0], int(n_clusters)
+    mean = float(diff.mean())
+    sums = np.bincount(cid, weights=diff, minlength=k)
+    counts = np.bincount(cid, minlength=k)
+    var = k / max(k - 1, 1) * np.sum((sums - counts * mean) ** 2) / n**2
+    return mean, float(np.sqrt(var))
+
+
+@eqx.filter_jit
+def _window_criterion(
+    model, hist, fut, graphs, ctx, burn: int, rollout_weight: float, node_w, target, on: str
+):
+    """Per validation window, the early-stopping criterion (``select_on``) of ``model``: (n_windows,)."""
+    loss, _, tg = _window_losses(model, hist, fut, graphs, ctx, burn, rollout_weight, node_w, target)
+    return tg if on == "target" else loss
 
 
 @functools.lru_cache(maxsize=64)
@@ -670,6 +710,7 @@ class _Plan:
     max_epochs: int
     patience: int
     target: int
+    select_on: str
     opt: optax.GradientTransformation
 
 
@@ -722,9 +763,10 @@ def _train_chunk(static, carry: dict, data: dict, until, plan: _Plan) -> dict:
     def body(c):
         k = c["k"]
         vl, (vro, vtg) = loss_fn(c["params"], *data["val"])
+        crit = vtg if plan.select_on == "target" else vl
         first = k == 0
         prev = jnp.maximum(k - 1, 0)
-        improved = first | (vl < c["best_val"])
+        improved = first | (crit < c["best_val"])
         c = {
             **c,
             "init_val": jnp.where(first, jnp.stack([vl, vro, vtg]), c["init_val"]),
@@ -734,7 +776,7 @@ def _train_chunk(static, carry: dict, data: dict, until, plan: _Plan) -> dict:
             "best_params": jax.tree_util.tree_map(
                 lambda b, q: jnp.where(improved, q, b), c["best_params"], c["params"]
             ),
-            "best_val": jnp.where(improved, vl, c["best_val"]),
+            "best_val": jnp.where(improved, crit, c["best_val"]),
             "best_epoch": jnp.where(improved, k - 1, c["best_epoch"]),
             "wait": jnp.where(improved, 0, c["wait"] + 1),
             "bad": c["bad"] | ~jnp.isfinite(vl),
@@ -758,7 +800,8 @@ def train_decoder(
     The linear part (own-lag skip and the lagged cross-node path: graph-gated for the graph-safe decoder,
     unrestricted for the dense baseline) starts at the least-squares (ridge, ``config.ls_ridge``) VAR on the
     training windows (``config.ar_init`` / ``config.var_init``), the network at zero output; validation-based
-    early stopping keeps the warm start unless training beats it.
+    early stopping keeps the warm start unless training clearly beats it (``config.select_on``,
+    ``config.select_se``).
 
     Parameters
     ----------
@@ -880,6 +923,7 @@ def train_decoder(
     probs = jnp.asarray(src.probs)
     s2k = jnp.asarray(src.shop_to_k)
     val_graphs = _window_graphs(src.mode, probs, s2k, va[2], k_val)  # fixed draws: a stable stopping target
+    val_cid, n_clusters = _val_clusters(val_w.shop, val_w.origin, config.horizon)
     batch = min(config.batch_size, n_train)
     n_batches = max(1, n_train // batch)
     total_steps = config.max_epochs * n_batches
@@ -899,6 +943,7 @@ def train_decoder(
         max_epochs=int(config.max_epochs),
         patience=int(config.patience),
         target=int(panel.target_index),
+        select_on=config.select_on,
         opt=opt,
     )
     data = {
@@ -960,6 +1005,20 @@ def train_decoder(
             "lower learning_rate or check the data scale"
         )
     best_epoch = int(carry["best_epoch"])
+    best_params, best_val = carry["best_params"], float(carry["best_val"])
+    init_val = np.asarray(carry["init_val"], dtype=float)
+    select_gain = select_gain_se = None
+    if best_epoch >= 0 and config.select_se > 0:
+        # one-standard-error rule against the warm start, once, after the compiled loop: the best checkpoint
+        # replaces the least-squares start only when its paired validation gain exceeds select_se
+        # cluster-robust standard errors (the simpler model wins what the small validation split cannot resolve)
+        args = (*data["val"], plan.burn, plan.rollout_weight, data["node_w"], plan.target, plan.select_on)
+        warm_w = np.asarray(_window_criterion(eqx.combine(params, static), *args))
+        best_w = np.asarray(_window_criterion(eqx.combine(best_params, static), *args))
+        select_gain, select_gain_se = _paired_gain(best_w - warm_w, val_cid, n_clusters)
+        if not select_gain + config.select_se * select_gain_se < 0:
+            best_params, best_epoch = params, -1
+            best_val = float(init_val[2] if config.select_on == "target" else init_val[0])
     if best_epoch == 0 and epochs_run > config.patience:
         warnings.warn(
             f"decoder[{glabel}]: the validation loss was best after the first epoch and never improved in "
@@ -968,7 +1027,6 @@ def train_decoder(
             ConvergenceWarning,
             stacklevel=2,
         )
-    init_val = np.asarray(carry["init_val"], dtype=float)
     hist_log = {
         "train_loss": tl.tolist(),
         "val_loss": vl.tolist(),
@@ -979,7 +1037,10 @@ def train_decoder(
         "init_val_rollout_mse": float(init_val[1]),
         "init_val_target_mse": float(init_val[2]),
         "best_epoch": best_epoch,
-        "best_val_loss": float(carry["best_val"]),
+        "best_val_loss": best_val,
+        "select_on": config.select_on,
+        "select_gain": select_gain,
+        "select_gain_se": select_gain_se,
         "epochs_run": epochs_run,
         "train_seconds": time.perf_counter() - t_start,
         "loop_seconds": loop_seconds,
@@ -989,7 +1050,7 @@ def train_decoder(
         "ls_ridge_grid": list(fit.grid),
         "ls_cv_mse": None if fit.cv_mse is None else fit.cv_mse.tolist(),
     }
-    final = eqx.combine(carry["best_params"], static)
+    final = eqx.combine(best_params, static)
     return TrainedDecoder(
         model=final,
         config=config,

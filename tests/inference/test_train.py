@@ -453,21 +453,83 @@ def test_dense_baseline_starts_at_the_numpy_least_squares_var(panel_and_truth):
 
 
 @pytest.mark.parametrize("arch", ["graph_safe", "dense", "ar_only"])
-def test_every_variant_returns_the_better_of_its_warm_start_and_training(panel_and_truth, arch):
-    """Early stopping keeps the least-squares start unless training beats it on validation, for every variant:
-    the returned weights' validation loss is the minimum over the warm start and every epoch, and a best_epoch of
-    -1 means the weights are exactly the warm start's."""
+@pytest.mark.parametrize("select_on", ["loss", "target"])
+def test_every_variant_returns_the_better_of_its_warm_start_and_training(panel_and_truth, arch, select_on):
+    """With ``select_se=0`` early stopping keeps the least-squares start unless training beats it on validation,
+    for every variant and criterion: the kept criterion is the minimum over the warm start and every epoch, and a
+    best_epoch of -1 means the weights are exactly the warm start's."""
     panel, truth = panel_and_truth
-    cfg = TINY.replace(architecture=arch, max_epochs=6, patience=6, learning_rate=3e-2)
+    cfg = TINY.replace(
+        architecture=arch, max_epochs=6, patience=6, learning_rate=3e-2, select_on=select_on, select_se=0.0
+    )
     g = truth if arch == "graph_safe" else None
     dec = train_decoder(jax.random.key(2), panel, graph=g, config=cfg)
     h = dec.history
-    assert h["best_val_loss"] == pytest.approx(min([h["init_val_loss"], *h["val_loss"]]), rel=1e-6)
-    assert h["best_val_loss"] <= h["init_val_loss"]
+    init, per_epoch = (
+        (h["init_val_loss"], h["val_loss"])
+        if select_on == "loss"
+        else (h["init_val_target_mse"], h["val_target_mse"])
+    )
+    assert h["best_val_loss"] == pytest.approx(min([init, *per_epoch]), rel=1e-6)
+    assert h["best_val_loss"] <= init
+    assert h["select_on"] == select_on
     start = train_decoder(jax.random.key(2), panel, graph=g, config=cfg.replace(learning_rate=1e-12))
     if h["best_epoch"] == -1:
         for u, v in zip(_leaves(dec.model), _leaves(start.model), strict=True):
             np.testing.assert_allclose(np.asarray(u), np.asarray(v), atol=1e-6)
+
+
+def test_one_standard_error_rule_keeps_the_warm_start_unless_the_gain_is_clear(panel_and_truth):
+    """``select_se``: a checkpoint must beat the warm start by that many standard errors. A huge margin keeps the
+    warm start's exact weights even though training lowered the validation loss, and training itself (the
+    per-epoch losses, the number of epochs) is unchanged by the selection rule."""
+    panel, truth = panel_and_truth
+    # var_init=False: the cross-node path starts at zero, so training has a large, clear gain to make
+    cfg = TINY.replace(
+        max_epochs=6, patience=6, learning_rate=3e-2, select_se=0.0, var_init=False, select_on="loss"
+    )
+    free = train_decoder(jax.random.key(2), panel, graph=truth, config=cfg)
+    assert free.history["best_epoch"] >= 0
+    assert free.history["best_val_loss"] < 0.8 * free.history["init_val_loss"]
+    # the default one-standard-error margin accepts a gain that large
+    assert (
+        train_decoder(jax.random.key(2), panel, graph=truth, config=cfg.replace(select_se=1.0)).history[
+            "best_epoch"
+        ]
+        == free.history["best_epoch"]
+    )
+    strict = train_decoder(jax.random.key(2), panel, graph=truth, config=cfg.replace(select_se=1e6))
+    assert strict.history["best_epoch"] == -1
+    assert strict.history["best_val_loss"] == pytest.approx(strict.history["init_val_loss"], rel=1e-6)
+    start = train_decoder(jax.random.key(2), panel, graph=truth, config=cfg.replace(learning_rate=1e-12))
+    for u, v in zip(_leaves(strict.model), _leaves(start.model), strict=True):
+        np.testing.assert_allclose(np.asarray(u), np.asarray(v), atol=1e-6)
+    # patience counts raw progress, so the strict run trains exactly as long as the free one
+    assert strict.history["epochs_run"] == free.history["epochs_run"]
+    np.testing.assert_allclose(strict.history["val_loss"], free.history["val_loss"], rtol=1e-6)
+
+
+def test_paired_gain_matches_a_numpy_cluster_robust_standard_error():
+    from dice_prob.inference.train import _paired_gain, _val_clusters
+
+    rng = np.random.default_rng(0)
+    shop = np.repeat(np.arange(4), 9)
+    origin = np.tile(np.arange(60, 69), 4)
+    cid, k = _val_clusters(shop, origin, horizon=7)
+    assert k == 8  # origins 60..62 and 63..68 fall in two blocks of 7 (60 // 7 = 8, 63 // 7 = 9) per shop
+    diff = rng.normal(size=shop.size)
+    mean, se = _paired_gain(diff, cid, k)
+    n = diff.size
+    # CR1 sandwich for a mean: (k / (k - 1)) * sum over clusters of (sum of centred values in the cluster)^2 / n^2
+    resid = diff - diff.mean()
+    ref = np.sqrt(k / (k - 1) * sum(resid[cid == c].sum() ** 2 for c in range(k)) / n**2)
+    assert float(mean) == pytest.approx(diff.mean(), abs=1e-6)
+    assert float(se) == pytest.approx(ref, rel=1e-5)
+    # one shop and one block: every window is its own cluster (the plain standard error of the mean)
+    cid1, k1 = _val_clusters(np.zeros(5, int), np.arange(70, 75), horizon=7)
+    assert k1 == 5 and sorted(cid1.tolist()) == [0, 1, 2, 3, 4]
+    _, se1 = _paired_gain(diff[:5], cid1, k1)
+    assert float(se1) == pytest.approx(np.std(diff[:5], ddof=1) / np.sqrt(5), rel=1e-5)
 
 
 def test_warm_start_is_the_ls_var_and_early_stopping_can_keep_it(panel_and_truth):
