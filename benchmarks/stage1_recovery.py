@@ -9,6 +9,7 @@ mmm funnel) and, with ``--fast``, fewer shops/seeds/draws. Timings on a shared m
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -20,7 +21,7 @@ import jax
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import fmt, mean_sd, peak_rss_gb, write_results  # noqa: E402
+from _common import command, fmt, mean_sd, peak_rss_gb, write_results  # noqa: E402
 from _suite import run_granger  # noqa: E402
 
 import dice_prob as dp  # noqa: E402
@@ -357,6 +358,19 @@ def _markdown(res: dict, base) -> str:
     return "\n".join(md)
 
 
+def _overrides(items: list[str]) -> dict:
+    out = {}
+    for item in items:
+        field, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set expects FIELD=VALUE, got {item!r}")
+        try:
+            out[field] = json.loads(value)
+        except json.JSONDecodeError:
+            out[field] = value
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--fast", action="store_true", help="fewer shops, seeds and draws (CI smoke run)")
@@ -365,9 +379,16 @@ def main() -> None:
     )
     ap.add_argument("--out", default="", help="results name (default stage1_recovery[_fast])")
     ap.add_argument("--merge", default="", help="merge the sections of another results JSON into this one")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override a Stage1Config field for every section (VALUE parsed as JSON, else a string); repeatable",
+    )
     args = ap.parse_args()
     t_start = time.perf_counter()
-    base = dp.Stage1Config(progress_bar=False)
+    base = dp.Stage1Config(progress_bar=False).replace(**_overrides(args.set))
     if args.fast:
         base = base.replace(num_warmup=150, num_samples=150)
         seeds, n_shops, n_sparse, n_causal, n_cal, n_speed = [0], 4, 4, 4, 8, 4
@@ -379,8 +400,6 @@ def main() -> None:
         wanted = []
     res = {}
     path = Path(__file__).resolve().parent / "results" / f"{name}.json"
-    import json
-
     if (args.only or args.merge) and path.is_file():
         res = {k: v for k, v in json.loads(path.read_text()).items() if k != "meta"}
     res.update({"fast": args.fast, "config": base.to_dict()})
@@ -407,6 +426,9 @@ def main() -> None:
         except Exception as exc:  # record and go on: one failing section must not lose the others
             res[sec] = {"error": f"{type(exc).__name__}: {exc}"}
         res[sec]["section_wall_s"] = time.perf_counter() - t0
+        # per section: with --only, the file's meta records the last command, not the one that made each section
+        res[sec]["command"] = command()
+        res[sec]["config_overrides"] = _overrides(args.set)
         write_results(name, res, _markdown(res, base), wall_s=time.perf_counter() - t_start)
 
 
