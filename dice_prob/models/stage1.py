@@ -44,7 +44,7 @@ import numpyro
 import numpyro.distributions as dist
 
 from dice_prob.errors import ConfigError, DataValidationError, GraphValidationError
-from dice_prob.models import sites
+from dice_prob.models import linalg, sites
 from dice_prob.models.transforms import carryover_kernel, hill, lag_stack
 
 __all__ = [
@@ -576,9 +576,7 @@ def gibbs_edges(
         xtr = jnp.einsum("rg,rk->gk", onehot * w[:, None], jnp.einsum("rtk,rt->rk", f, r))
         # both mixture components at once (leading axis 2): conjugate Gaussian posterior and log evidence
         chol = jnp.linalg.cholesky(xtx[None] + ridge)  # (2, G, Lf, Lf)
-        m = jax.scipy.linalg.cho_solve((chol, True), jnp.broadcast_to(xtr, (2,) + xtr.shape)[..., None])[
-            ..., 0
-        ]
+        m = linalg.cho_solve_lower(chol, jnp.broadcast_to(xtr, (2,) + xtr.shape)[..., None])[..., 0]
         logdet = 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), -1)  # (2, G)
         lw = -0.5 * lf * logs - 0.5 * logdet + 0.5 * jnp.sum(m * xtr[None], -1)
         k1, k2 = jax.random.split(keys[e])
@@ -588,7 +586,7 @@ def gibbs_edges(
         chol = jnp.where(z[:, None, None], chol[1], chol[0])
         eps = jax.random.normal(k2, m.shape)
         # x = m + L^{-T} eps has covariance (L L^T)^{-1} = prec^{-1}
-        new = m + jax.scipy.linalg.solve_triangular(chol, eps[..., None], lower=True, trans=1)[..., 0]
+        new = m + linalg.solve_lower(chol, eps[..., None], transpose=True)[..., 0]
         delta = jnp.einsum("rtl,rl->rt", f, (new - old)[gidx])
         resid = resid.at[:, :, j].add(-delta)
         coef = coef.at[:, e, :].set(new)
@@ -690,7 +688,12 @@ def gibbs_edges_collapsed(
     )
     zf = w[..., None, None] * jnp.einsum("rtja,rtjk->rjak", zb, f)  # (R, J, 2, K)
     zy = w[..., None] * jnp.einsum("rtja,rtj->rja", zb, y)  # (R, J, 2)
-    ainv = jnp.linalg.inv(a)
+    # 2 x 2 inverse in closed form (a LAPACK call here would add another batched custom call, see models.linalg)
+    det = a[..., 0, 0] * a[..., 1, 1] - a[..., 0, 1] * a[..., 1, 0]
+    adj = jnp.stack(
+        [jnp.stack([a[..., 1, 1], -a[..., 0, 1]], -1), jnp.stack([-a[..., 1, 0], a[..., 0, 0]], -1)], -2
+    )
+    ainv = adj / det[..., None, None]
     gram = w[..., None, None] * jnp.einsum("rtjk,rtjl->rjkl", f, f) - jnp.einsum(
         "rjak,rjab,rjbl->rjkl", zf, ainv, zf
     )
@@ -733,7 +736,7 @@ def gibbs_edges_collapsed(
         rows, a tiny residual sd) cannot make the factorisation fail."""
         sd = jnp.repeat(ptab[garange, z], lf, axis=-1) ** -0.5  # (G, J, K)
         chol = jnp.linalg.cholesky(eye_k + sd[..., :, None] * gram * sd[..., None, :])
-        mean = sd * jax.scipy.linalg.cho_solve((chol, True), (sd * info)[..., None])[..., 0]
+        mean = sd * linalg.cho_solve_lower(chol, (sd * info)[..., None])[..., 0]
         return chol, mean, sd
 
     if slab_prior is not None:
@@ -769,13 +772,11 @@ def gibbs_edges_collapsed(
         key, sub = jax.random.split(key)
         chol, mean, sd = factor(z)
         u = jnp.zeros((k_, lf), feats.dtype).at[k * lf + jnp.arange(lf), jnp.arange(lf)].set(1.0)
-        x = jax.scipy.linalg.solve_triangular(
-            chol, jnp.broadcast_to(u, chol.shape[:-2] + (k_, lf)), lower=True
-        )
+        x = linalg.solve_lower(chol, jnp.broadcast_to(u, chol.shape[:-2] + (k_, lf)))
         a_kk = jnp.einsum("gjkl,gjkm->gjlm", x, x)  # (G, J, Lf, Lf): block k of A^{-1} (whitened)
         s_k = jax.lax.dynamic_slice_in_dim(sd, k * lf, lf, axis=-1)  # (G, J, Lf)
         # (C + p_now I) = S_k^{-1} [(A^{-1})_kk]^{-1} S_k^{-1}
-        s_now = jnp.linalg.inv(0.5 * (a_kk + jnp.swapaxes(a_kk, -1, -2))) / (
+        s_now = linalg.cho_solve_lower(jnp.linalg.cholesky(a_kk), jnp.broadcast_to(eye_l, a_kk.shape)) / (
             s_k[..., :, None] * s_k[..., None, :]
         )
         m_k = jax.lax.dynamic_slice_in_dim(mean, k * lf, lf, axis=-1)  # (G, J, Lf)
@@ -805,7 +806,7 @@ def gibbs_edges_collapsed(
     chol, mean, sd = factor(z)
     eps = jax.random.normal(k_draw, mean.shape, feats.dtype)
     # c = mean + S L^{-T} eps has covariance S (L L')^{-1} S = (G + P)^{-1}
-    draw = mean + sd * jax.scipy.linalg.solve_triangular(chol, eps[..., None], lower=True, trans=1)[..., 0]
+    draw = mean + sd * linalg.solve_lower(chol, eps[..., None], transpose=True)[..., 0]
     draw = draw.reshape(g_, j_, n_max, lf)
     # a node whose factorisation failed (non-finite draw) keeps its current coefficients
     ok = jnp.all(jnp.isfinite(draw), axis=(-2, -1), keepdims=True)
