@@ -1,4 +1,4 @@
-"""Suite-wide pytest set-up and hooks (this file sits at the repository root so it also covers the doctests in dice_prob/).
+"""Suite-wide pytest hooks (this file sits at the repository root so it also covers the doctests in dice_prob/).
 
 Why: the whole fast suite runs in one process, and every XLA:CPU executable keeps its own memory mappings. Left to
 pile up, they pass the kernel's ``vm.max_map_count`` (65530 by default) about two thirds of the way through and
@@ -9,12 +9,6 @@ the mapping count bounded; a file's own tests still share their compiled code.
 from __future__ import annotations
 
 import gc
-
-import dice_prob
-
-# Before any test computes: XLA:CPU's asynchronous dispatch can deadlock long chains of compiled while loops
-# (jax-ml/jax#25861); see dice_prob.runtime.
-dice_prob.use_synchronous_cpu_dispatch()
 
 
 def _clear_compile_caches() -> None:

@@ -15,11 +15,6 @@ from pathlib import Path
 
 import numpy as np
 
-from dice_prob.runtime import use_synchronous_cpu_dispatch
-
-# Every benchmark script owns its process: run XLA:CPU inline (async dispatch can deadlock, jax-ml/jax#25861).
-use_synchronous_cpu_dispatch()
-
 RESULTS = Path(__file__).resolve().parent / "results"
 
 

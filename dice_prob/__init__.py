@@ -21,7 +21,6 @@ from dice_prob.inference.stage1 import GraphPosterior, fit_graph
 from dice_prob.inference.train import TrainedDecoder, train_decoder
 from dice_prob.pipeline import PipelineResult, load_config, load_result, run_pipeline, save_config
 from dice_prob.report import report
-from dice_prob.runtime import use_synchronous_cpu_dispatch
 
 __version__ = "0.1.0"
 
@@ -49,5 +48,4 @@ __all__ = [
     "save_config",
     "simulate",
     "train_decoder",
-    "use_synchronous_cpu_dispatch",
 ]

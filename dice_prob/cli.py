@@ -473,9 +473,6 @@ def main(argv=None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_BAD_INPUT
-    from dice_prob.runtime import use_synchronous_cpu_dispatch
-
-    use_synchronous_cpu_dispatch()  # a CLI run owns its process (jax-ml/jax#25861: async CPU dispatch can hang)
     with warnings.catch_warnings():
         # a CLI reports poor convergence and carries on; it never turns a warning into a crash
         warnings.filterwarnings("default", category=ConvergenceWarning)

@@ -40,7 +40,6 @@ import dice_prob as dp
 from dice_prob.diagnostics import plots
 
 %matplotlib inline
-dp.use_synchronous_cpu_dispatch()  # before any JAX computation: avoids a rare XLA:CPU hang (jax-ml/jax#25861)
 # Short chains in FAST mode do not converge: dice_prob says so with a ConvergenceWarning (shown once per place).
 warnings.filterwarnings("once", category=dp.errors.ConvergenceWarning)
 warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm without ipywidgets: plain bars
