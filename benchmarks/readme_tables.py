@@ -42,8 +42,12 @@ def _when(d: dict, section: str | None = None) -> str:
     meta = d.get("meta", {})
     if not meta:
         return "not run"
-    cmd = (d.get(section) or {}).get("command") if section else None
-    return f"`{cmd or meta.get('command', '?')}` ({meta.get('date', '?')[:10]})"
+    if section is None:
+        return f"`{meta.get('command', '?')}` ({meta.get('date', '?')[:10]})"
+    cmd = (d.get(section) or {}).get("command")
+    if cmd is None:  # made before sections recorded their command; the file's meta names a later run
+        return "an earlier run of `benchmarks/stage1_recovery.py` (command not recorded)"
+    return f"`{cmd}` ({meta.get('date', '?')[:10]})"
 
 
 def build() -> str:
