@@ -277,6 +277,8 @@ def prepare_data(
         raise ConfigError(f"channel_transform: must be 'none' or 'log1p', got {channel_transform!r}")
     z = _zscore(v)
     gos = tuple([0] * r_) if group_of_shop is None else tuple(int(g) for g in group_of_shop)
+    if len(gos) != r_:
+        raise DataValidationError(f"groups: {len(gos)} group labels for {r_} shops; give one per shop")
     node_sd = None
     if node_scale == "ar_residual":
         sg = np.asarray(gos if scale_group_of_shop is None else scale_group_of_shop, dtype=int)
@@ -293,8 +295,6 @@ def prepare_data(
         if src_is_channel[k]:
             mx = v[:, :, i].max(axis=1, keepdims=True)
             xs[:, :, k] = v[:, :, i] / np.where(mx > 0, mx, 1.0)
-    if len(gos) != r_:
-        raise DataValidationError(f"groups: {len(gos)} group labels for {r_} shops; give one per shop")
     structure = Stage1Structure(
         n_nodes=d_,
         n_lags=int(n_lags),

@@ -258,6 +258,14 @@ def test_ar_residual_sd_matches_a_numpy_least_squares_fit_and_pools_shops_by_gro
         prepare_data(z, ["channel", "target"], mask, n_lags=2, node_scale="innovation")
     with pytest.raises(ConfigError, match="node_scale"):
         dp.Stage1Config(node_scale="none")
+    # a wrong-length group list is reported as such, whichever node scale is asked for
+    for scale in ("zscore", "ar_residual"):
+        with pytest.raises(DataValidationError, match="2 group labels for 3 shops"):
+            prepare_data(z, ["channel", "target"], mask, n_lags=2, node_scale=scale, group_of_shop=[0, 1])
+    with pytest.raises(DataValidationError, match="2 scale group labels for 3 shops"):
+        prepare_data(
+            z, ["channel", "target"], mask, n_lags=2, node_scale="ar_residual", scale_group_of_shop=[0, 1]
+        )
     # mmm mode: the response is scaled, a channel source keeps its x / max scale
     mm = prepare_data(np.abs(z), ["channel", "target"], mask, n_lags=2, mode="mmm", node_scale="ar_residual")
     mm0 = prepare_data(np.abs(z), ["channel", "target"], mask, n_lags=2, mode="mmm")
