@@ -266,9 +266,10 @@ def main(argv=None) -> None:
     lines.append(
         "\nPer seed, target MSE@7 on test: trained decoder / its least-squares warm start alone [best epoch; -1 = "
         "the warm start was kept] and, on the validation windows that chose it, target rollout MSE of the kept "
-        "weights vs the warm start's (the early-stopping criterion is the DecoderConfig default: the target's "
-        "rollout MSE, with a checkpoint kept over the warm start only when it wins by one cluster-robust standard "
-        "error):\n"
+        "weights vs the warm start's (early stopping minimises "
+        + ("the target's rollout MSE" if cfg.select_on == "target" else "the weighted all-node loss")
+        + f" and keeps the warm start unless a checkpoint beats it by {cfg.select_se:g} cluster-robust standard "
+        "errors):\n"
     )
     lines.append("| dataset | seed | " + " | ".join(DECODERS) + " | persistence | LS AR(7) |")
     lines.append("|---|---|" + "---|" * (len(DECODERS) + 2))

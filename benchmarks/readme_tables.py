@@ -46,7 +46,7 @@ def _when(d: dict, section: str | None = None) -> str:
         return f"`{meta.get('command', '?')}` ({meta.get('date', '?')[:10]})"
     cmd = (d.get(section) or {}).get("command")
     if cmd is None:  # made before sections recorded their command; the file's meta names a later run
-        return "an earlier run of `benchmarks/stage1_recovery.py` (command not recorded)"
+        return f"an earlier run of `benchmarks/{meta.get('name', '?')}.py` (command not recorded)"
     return f"`{cmd}` ({meta.get('date', '?')[:10]})"
 
 

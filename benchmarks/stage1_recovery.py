@@ -388,7 +388,8 @@ def main() -> None:
     )
     args = ap.parse_args()
     t_start = time.perf_counter()
-    base = dp.Stage1Config(progress_bar=False).replace(**_overrides(args.set))
+    overrides = _overrides(args.set)
+    base = dp.Stage1Config(progress_bar=False).replace(**overrides)
     if args.fast:
         base = base.replace(num_warmup=150, num_samples=150)
         seeds, n_shops, n_sparse, n_causal, n_cal, n_speed = [0], 4, 4, 4, 8, 4
@@ -428,7 +429,7 @@ def main() -> None:
         res[sec]["section_wall_s"] = time.perf_counter() - t0
         # per section: with --only, the file's meta records the last command, not the one that made each section
         res[sec]["command"] = command()
-        res[sec]["config_overrides"] = _overrides(args.set)
+        res[sec]["config_overrides"] = overrides
         write_results(name, res, _markdown(res, base), wall_s=time.perf_counter() - t_start)
 
 
