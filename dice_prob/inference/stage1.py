@@ -61,6 +61,7 @@ from dice_prob.models.stage1 import (
     edge_contribution,
     edge_features,
     edge_inclusion_prob,
+    edge_kernel_params,
     edge_matrix,
     gibbs_edges,
     gibbs_edges_collapsed,
@@ -219,13 +220,12 @@ def _gibbs_update(state, fixed: dict, data: Stage1Data, config: Stage1Config, md
     p = constrain_fn(mdl, (data,), {"obs": data.y}, z)
     mmm = st.mode == "mmm"
     if mmm:
-        feats = edge_features(
-            data.xlag, st, p.get(sites.HILL_HALF), p.get(sites.HILL_SLOPE), p[sites.RETENTION], p[sites.DELAY]
-        )
+        ret, delay = edge_kernel_params(p[sites.RETENTION], p[sites.DELAY], st, config)
+        feats = edge_features(data.xlag, st, p.get(sites.HILL_HALF), p.get(sites.HILL_SLOPE), ret, delay)
         coef = p[sites.BETA][..., None]
 
         def coef_w(beta):
-            return beta[..., None] * carryover_kernel(st.n_lags, p[sites.RETENTION], p[sites.DELAY])
+            return beta[..., None] * carryover_kernel(st.n_lags, ret, delay)
 
     else:
         feats = edge_features(data.xlag, st)

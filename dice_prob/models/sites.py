@@ -11,9 +11,10 @@ SLAB = "slab"
 WEIGHTS = "W"
 #: mmm mode: total effect per candidate edge, shape (G, E) (spike-and-slab).
 BETA = "beta"
-#: mmm mode: carryover retention per edge, shape (G, E), in (0, 1).
+#: mmm mode: carryover retention per edge, shape (G, E), in (0, 1); (G, S) per source with
+#: ``carryover_sharing='source'``.
 RETENTION = "retention"
-#: mmm mode: carryover peak delay (in lags) per edge, shape (G, E), >= 0.
+#: mmm mode: carryover peak delay (in lags) per edge, shape (G, E), >= 0; (G, S) as ``RETENTION``.
 DELAY = "delay"
 #: mmm mode: Hill half-saturation per source channel, shape (G, S), on the x / max scale.
 HILL_HALF = "hill_half"

@@ -61,6 +61,7 @@ __all__ = [
     "log1p_channels",
     "Stage1Structure",
     "edge_inclusion_prob",
+    "edge_kernel_params",
     "edge_matrix",
     "model",
     "prepare_data",
@@ -934,12 +935,19 @@ def model(data: Stage1Data, *, config, obs=None, pi_prior=None):
     with numpyro.plate(sites.PLATE_GRAPH, g_, dim=-2), numpyro.plate(sites.PLATE_EDGE, e_, dim=-1):
         if st.mode == "mmm":
             coef = numpyro.sample(sites.BETA, _mixture(pi, (g_, e_), slab, spike, None, grid))
-            ret = numpyro.sample(sites.RETENTION, dist.Beta(2.0, 2.0))
-            delay = numpyro.sample(sites.DELAY, dist.HalfNormal(1.0))
-            w = coef[..., None] * carryover_kernel(l_, ret, delay)  # (G, E, L)
+            if not _kernel_per_source(config):
+                ret = numpyro.sample(sites.RETENTION, dist.Beta(2.0, 2.0))
+                delay = numpyro.sample(sites.DELAY, dist.HalfNormal(1.0))
         else:
             coef = numpyro.sample(sites.WEIGHTS, _mixture(pi, (g_, e_), slab, spike, l_, grid))
             w = coef
+    if st.mode == "mmm":
+        if _kernel_per_source(config):
+            with numpyro.plate(sites.PLATE_GRAPH, g_, dim=-2), numpyro.plate(sites.PLATE_SOURCE, s_, dim=-1):
+                ret = numpyro.sample(sites.RETENTION, dist.Beta(2.0, 2.0))
+                delay = numpyro.sample(sites.DELAY, dist.HalfNormal(1.0))
+        ret, delay = edge_kernel_params(ret, delay, st, config)
+        w = coef[..., None] * carryover_kernel(l_, ret, delay)  # (G, E, L)
     numpyro.deterministic(sites.EDGE_PROB, edge_inclusion_prob(coef, pi, slab, spike, grid))
 
     hill_half = hill_slope = None
@@ -967,6 +975,19 @@ def model(data: Stage1Data, *, config, obs=None, pi_prior=None):
         numpyro.plate(sites.PLATE_TARGET, j_, dim=-1),
     ):
         numpyro.sample(sites.OBS, dist.Normal(mean, sigma[:, None, :]), obs=obs)
+
+
+def _kernel_per_source(config) -> bool:
+    return getattr(config, "carryover_sharing", "edge") == "source"
+
+
+def edge_kernel_params(retention, delay, structure: Stage1Structure, config):
+    """Carryover parameters per candidate edge, (..., G, E): gathered from (..., G, S) per-source values when
+    ``config.carryover_sharing == "source"``, else returned as they are."""
+    if not _kernel_per_source(config):
+        return retention, delay
+    src = np.asarray(structure.edge_src_slot)
+    return retention[..., src], delay[..., src]
 
 
 def init_values(y, ylag, xlag, structure: Stage1Structure, config) -> dict:
@@ -1028,8 +1049,9 @@ def init_values(y, ylag, xlag, structure: Stage1Structure, config) -> dict:
         out[sites.NOISE] = np.log(sig)
     if mmm:
         out[sites.BETA] = coef[..., 0]
-        out[sites.RETENTION] = np.zeros((g_, e_))
-        out[sites.DELAY] = np.full((g_, e_), math.log(0.3))
+        nk = len(st.src_nodes) if _kernel_per_source(config) else e_
+        out[sites.RETENTION] = np.zeros((g_, nk))
+        out[sites.DELAY] = np.full((g_, nk), math.log(0.3))
         if config.hill and any(st.src_is_channel):
             s_ = len(st.src_nodes)
             out[sites.HILL_HALF] = np.full((g_, s_), math.log(0.5))

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from numpyro.handlers import seed, trace
+from numpyro.handlers import seed, substitute, trace
 from numpyro.infer.util import log_density
 from scipy.stats import beta as beta_dist
 from scipy.stats import halfnorm, lognorm, norm
@@ -108,6 +108,38 @@ def test_mmm_model_traces_with_hill_and_kernel():
         {k: s["value"] for k, s in tr.items() if s["type"] == "sample" and not s["is_observed"]},
     )
     assert np.isfinite(float(lp))
+
+
+def test_mmm_source_shared_carryover_equals_per_edge_kernels_gathered_by_source():
+    """carryover_sharing='source': one (retention, delay) per source, (G, S); its likelihood is the per-edge
+    model's with every edge given its source's kernel."""
+    _, d = _data(mode="mmm", lags=3)
+    src = np.asarray(d.structure.edge_src_slot)
+    cfg_src = Stage1Config(n_lags=3, mode="mmm", carryover_sharing="source")
+    tr = trace(seed(model, 3)).get_trace(d, config=cfg_src, obs=d.y)
+    vals = {k: s["value"] for k, s in tr.items() if s["type"] == "sample" and not s["is_observed"]}
+    assert vals[sites.RETENTION].shape == (1, len(d.structure.src_nodes)) == (1, 2)
+    assert vals[sites.DELAY].shape == (1, 2)
+    per_edge = {
+        **vals,
+        sites.RETENTION: vals[sites.RETENTION][:, src],
+        sites.DELAY: vals[sites.DELAY][:, src],
+    }
+    tr_edge = trace(substitute(model, per_edge)).get_trace(
+        d, config=Stage1Config(n_lags=3, mode="mmm"), obs=d.y
+    )
+    ll_src = float(tr[sites.OBS]["fn"].log_prob(d.y).sum())
+    ll_edge = float(tr_edge[sites.OBS]["fn"].log_prob(d.y).sum())
+    np.testing.assert_allclose(ll_src, ll_edge, rtol=1e-6)
+    # and a different kernel on one of the source's edges changes it (the gather is not a no-op)
+    moved = {**per_edge, sites.RETENTION: per_edge[sites.RETENTION].at[0, 0].set(0.95)}
+    tr_moved = trace(substitute(model, moved)).get_trace(
+        d, config=Stage1Config(n_lags=3, mode="mmm"), obs=d.y
+    )
+    assert abs(float(tr_moved[sites.OBS]["fn"].log_prob(d.y).sum()) - ll_edge) > 1e-3
+    assert Stage1Config.from_dict(cfg_src.to_dict()) == cfg_src
+    with pytest.raises(ConfigError, match="carryover_sharing"):
+        Stage1Config(mode="mmm", carryover_sharing="channel")
 
 
 def test_edge_inclusion_prob_closed_form():
