@@ -16,7 +16,15 @@ OUT = ROOT / "README.md"
 LEVEL = 0.05  # |difference| within this many units of nAUPRC / AUROC counts as "level"
 
 SUITE = ("recovery_rdt", "sparse_target", "graph_swap", "multi_graph", "causalmmm_layout", "speed")
-OTHER = ("stage1_recovery", "stage1_recovery_speed", "decoder_forecast", "attribution_bypass", "demo_timing")
+OTHER = (
+    "stage1_recovery",
+    "stage1_recovery_speed",
+    "stage1_recovery_ar_residual",
+    "stage1_recovery_mmm_source_kernel",
+    "decoder_forecast",
+    "attribution_bypass",
+    "demo_timing",
+)
 
 
 def load(name: str) -> tuple[dict, str]:
