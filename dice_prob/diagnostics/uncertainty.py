@@ -23,6 +23,7 @@ import pandas as pd
 import xarray as xr
 
 from dice_prob.errors import DataValidationError, InputTypeError
+from dice_prob.models import sites
 
 __all__ = [
     "ess",
@@ -185,6 +186,12 @@ def posterior_to_arviz(post):
     n_units = int(np.asarray(post.pip).shape[0]) if np.asarray(post.pip).ndim == 3 else None
     edges = getattr(post, "edges", None)
     edge_labels = None if edges is None else [f"{nodes[i]}->{nodes[j]}" for i, j in np.asarray(edges)]
+    # sites with one value per source node of a candidate edge (mmm mode): Hill curves, and the carryover
+    # kernel when it is shared per source; labelled by node name on a "source_node" dim
+    src_labels = None if edges is None else [nodes[i] for i in np.unique(np.asarray(edges)[:, 0])]
+    per_source = {sites.HILL_HALF, sites.HILL_SLOPE}
+    if getattr(getattr(post, "config", None), "carryover_sharing", "edge") == "source":
+        per_source |= {sites.RETENTION, sites.DELAY}
     coords: dict = {"source": nodes, "target": nodes}
     data_vars = {}
     for name, value in samples.items():
@@ -202,7 +209,9 @@ def posterior_to_arviz(post):
             dims += ["source", "target"]
         else:
             for pos, size in enumerate(rest):
-                if edge_labels is not None and size == len(edge_labels) and "edge" not in dims:
+                if name in per_source and src_labels is not None and size == len(src_labels) and pos == 0:
+                    dims.append("source_node")
+                elif edge_labels is not None and size == len(edge_labels) and "edge" not in dims:
                     dims.append("edge")
                 elif name == "W" and pos == len(rest) - 1:
                     dims.append("lag")
@@ -212,6 +221,8 @@ def posterior_to_arviz(post):
         for dim, size in zip(dims, v.shape[2:], strict=True):
             if dim == "edge":
                 coords["edge"] = edge_labels
+            elif dim == "source_node":
+                coords["source_node"] = src_labels
             elif dim in ("shop", "group"):
                 coords[dim] = list(range(size))
             elif dim == "lag":

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
+import dice_prob as dp
 from dice_prob.diagnostics import uncertainty as unc
 from dice_prob.diagnostics.graph_swap import GraphSwapResult
 from dice_prob.diagnostics.influence import InfluenceResult
@@ -72,6 +73,25 @@ def test_posterior_to_arviz_named_dims_shared():
     )
     assert idata.constant_data["support_mask"].dtype == bool
     assert p.attrs["convergence_max_r_hat"] == pytest.approx(1.01)
+
+
+def test_posterior_to_arviz_labels_per_source_sites_by_node():
+    """mmm-mode sites with one value per source node (Hill curves; the carryover kernel when shared per source)
+    get a "source_node" dim labelled with node names; a per-edge kernel keeps the "edge" dim."""
+    post = _posterior("shop", n_units=3)
+    rng = np.random.default_rng(1)
+    n_src, n_edge = len(np.unique(post.edges[:, 0])), len(post.edges)
+    post.samples["hill_half"] = rng.uniform(size=(2, 25, 3, n_src))
+    post.samples["retention"] = rng.uniform(size=(2, 25, 3, n_edge))
+    p = unc.posterior_to_arviz(post).posterior
+    assert p["hill_half"].dims == ("chain", "draw", "shop", "source_node")
+    assert list(p["source_node"].values) == [NODES[i] for i in np.unique(post.edges[:, 0])]
+    assert p["retention"].dims == ("chain", "draw", "shop", "edge")
+    post.config = dp.Stage1Config(mode="mmm", carryover_sharing="source")
+    post.samples["retention"] = rng.uniform(size=(2, 25, 3, n_src))
+    p = unc.posterior_to_arviz(post).posterior
+    assert p["retention"].dims == ("chain", "draw", "shop", "source_node")
+    np.testing.assert_array_equal(p["retention"].values, post.samples["retention"])
 
 
 def test_posterior_to_arviz_per_shop_has_shop_dim():
