@@ -24,7 +24,8 @@ Priors (data are z-scored per shop and node on the training window, so every sca
 - ``mmm`` mode: ``W[e, l] = beta_e * kappa(l; retention_e, delay_e)`` with a normalised delayed-geometric kernel
   (``models.transforms.carryover_kernel``) and the spike-and-slab on ``beta_e`` with scales multiplied by
   ``sqrt(L)`` (so the lag-summed effect has the same prior scale as in ``linear`` mode);
-  ``retention ~ Beta(2, 2)``, ``delay ~ HalfNormal(1)``. Channel sources enter through a Hill curve on
+  ``retention ~ Beta(2, 2)``, ``delay ~ HalfNormal(1)``, per edge, or per source node with
+  ``carryover_sharing="source"``. Channel sources enter through a Hill curve on
   ``x / max`` (per shop, training window) with ``half ~ LogNormal(log 0.5, 0.75)`` and
   ``slope ~ LogNormal(0, 0.5)``; other sources enter as their standardised values.
 
