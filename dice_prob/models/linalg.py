@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from jax import lax
 
 
-def solve_lower(chol: jax.Array, b: jax.Array, *, transpose: bool = False) -> jax.Array:
+def solve_lower(chol: jax.Array, b: jax.Array, *, transpose: bool = False, start=0) -> jax.Array:
     """Solve ``L x = b`` (or ``L^T x = b`` with ``transpose=True``) for lower-triangular ``L``.
 
     Parameters
@@ -28,6 +28,10 @@ def solve_lower(chol: jax.Array, b: jax.Array, *, transpose: bool = False) -> ja
         Right-hand sides; leading dimensions broadcast against ``chol``'s.
     transpose : bool
         Solve with ``L^T`` (back substitution) instead of ``L`` (forward substitution).
+    start : int or scalar int array
+        Forward substitution only: the caller guarantees that rows ``< start`` of ``b`` are zero, so the same
+        rows of ``x`` are zero and the loop begins at row ``start`` (a unit block deep in the matrix then costs
+        only the rows below it). May be traced.
 
     Returns
     -------
@@ -59,7 +63,9 @@ def solve_lower(chol: jax.Array, b: jax.Array, *, transpose: bool = False) -> ja
         xi = (rhs - jnp.einsum("...k,...km->...m", row, x)) / diag[..., None]
         return lax.dynamic_update_index_in_dim(x, xi, i, axis=-2)
 
-    return lax.fori_loop(0, n, step, jnp.zeros_like(b))
+    if transpose:
+        return lax.fori_loop(0, n, step, jnp.zeros_like(b))
+    return lax.fori_loop(start, n, step, jnp.zeros_like(b))
 
 
 def cho_solve_lower(chol: jax.Array, b: jax.Array) -> jax.Array:

@@ -774,7 +774,8 @@ def gibbs_edges_collapsed(
         key, sub = jax.random.split(key)
         chol, mean, sd = factor(z)
         u = jnp.zeros((k_, lf), feats.dtype).at[k * lf + jnp.arange(lf), jnp.arange(lf)].set(1.0)
-        x = linalg.solve_lower(chol, jnp.broadcast_to(u, chol.shape[:-2] + (k_, lf)))
+        # rows above block k of the unit columns are zero: substitution starts at the block
+        x = linalg.solve_lower(chol, jnp.broadcast_to(u, chol.shape[:-2] + (k_, lf)), start=k * lf)
         a_kk = jnp.einsum("gjkl,gjkm->gjlm", x, x)  # (G, J, Lf, Lf): block k of A^{-1} (whitened)
         s_k = jax.lax.dynamic_slice_in_dim(sd, k * lf, lf, axis=-1)  # (G, J, Lf)
         # (C + p_now I) = S_k^{-1} [(A^{-1})_kk]^{-1} S_k^{-1}

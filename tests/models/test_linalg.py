@@ -61,3 +61,22 @@ def test_jit_and_vmap_agree_with_eager():
     eager = linalg.cho_solve_lower(jnp.linalg.cholesky(a), b)
     fn = jax.jit(jax.vmap(lambda x, y: linalg.cho_solve_lower(jnp.linalg.cholesky(x), y)))
     np.testing.assert_allclose(np.asarray(fn(a, b)), np.asarray(eager), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("start", [0, 3, 11])
+def test_solve_lower_start_skips_rows_whose_right_hand_side_is_zero(start):
+    """With b's rows < start zero, starting the substitution at ``start`` (also as a traced value) gives SciPy's
+    solution, zeros included."""
+    n = 12
+    rng = np.random.default_rng(start)
+    chol = np.linalg.cholesky(_spd(rng, (3,), n))
+    b = rng.normal(size=(3, n, 2))
+    b[:, :start] = 0.0
+    want = np.stack([scipy.linalg.solve_triangular(c, bb, lower=True) for c, bb in zip(chol, b, strict=True)])
+    got = linalg.solve_lower(jnp.asarray(chol), jnp.asarray(b), start=start)
+    traced = jax.jit(lambda c, bb, s: linalg.solve_lower(c, bb, start=s))(
+        jnp.asarray(chol), jnp.asarray(b), start
+    )
+    for x in (got, traced):
+        np.testing.assert_allclose(np.asarray(x), want, rtol=1e-3, atol=1e-4)
+        assert np.all(np.asarray(x)[:, :start] == 0.0)
