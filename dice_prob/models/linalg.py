@@ -63,9 +63,7 @@ def solve_lower(chol: jax.Array, b: jax.Array, *, transpose: bool = False, start
         xi = (rhs - jnp.einsum("...k,...km->...m", row, x)) / diag[..., None]
         return lax.dynamic_update_index_in_dim(x, xi, i, axis=-2)
 
-    if transpose:
-        return lax.fori_loop(0, n, step, jnp.zeros_like(b))
-    return lax.fori_loop(start, n, step, jnp.zeros_like(b))
+    return lax.fori_loop(0 if transpose else start, n, step, jnp.zeros_like(b))
 
 
 def cho_solve_lower(chol: jax.Array, b: jax.Array) -> jax.Array:

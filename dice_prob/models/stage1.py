@@ -937,17 +937,15 @@ def model(data: Stage1Data, *, config, obs=None, pi_prior=None):
     with numpyro.plate(sites.PLATE_GRAPH, g_, dim=-2), numpyro.plate(sites.PLATE_EDGE, e_, dim=-1):
         if st.mode == "mmm":
             coef = numpyro.sample(sites.BETA, _mixture(pi, (g_, e_), slab, spike, None, grid))
-            if not _kernel_per_source(config):
-                ret = numpyro.sample(sites.RETENTION, dist.Beta(2.0, 2.0))
-                delay = numpyro.sample(sites.DELAY, dist.HalfNormal(1.0))
         else:
             coef = numpyro.sample(sites.WEIGHTS, _mixture(pi, (g_, e_), slab, spike, l_, grid))
             w = coef
     if st.mode == "mmm":
-        if _kernel_per_source(config):
-            with numpyro.plate(sites.PLATE_GRAPH, g_, dim=-2), numpyro.plate(sites.PLATE_SOURCE, s_, dim=-1):
-                ret = numpyro.sample(sites.RETENTION, dist.Beta(2.0, 2.0))
-                delay = numpyro.sample(sites.DELAY, dist.HalfNormal(1.0))
+        # carryover kernels per edge, or per source node (then gathered onto the edges)
+        kernel_plate = (sites.PLATE_SOURCE, s_) if _kernel_per_source(config) else (sites.PLATE_EDGE, e_)
+        with numpyro.plate(sites.PLATE_GRAPH, g_, dim=-2), numpyro.plate(*kernel_plate, dim=-1):
+            ret = numpyro.sample(sites.RETENTION, dist.Beta(2.0, 2.0))
+            delay = numpyro.sample(sites.DELAY, dist.HalfNormal(1.0))
         ret, delay = edge_kernel_params(ret, delay, st, config)
         w = coef[..., None] * carryover_kernel(l_, ret, delay)  # (G, E, L)
     numpyro.deterministic(sites.EDGE_PROB, edge_inclusion_prob(coef, pi, slab, spike, grid))
