@@ -55,6 +55,7 @@ def build() -> str:
         _load(n) for n in ("stage1_recovery", "decoder_forecast", "attribution_bypass", "demo_timing")
     )
     fl = _get(s1, "funnel_linear", default={})
+    fm = _get(s1, "funnel_mmm", default={})
     rows = [
         (
             "Stage 1 PIP AUROC, funnel linear (d=8, T=100, L=7, 10 shops x 3 seeds)",
@@ -70,9 +71,9 @@ def build() -> str:
         ),
         (
             "Stage 1 PIP AUROC, funnel mmm, Stage 1 mode='mmm' (carryover kernel + Hill)",
-            _ms([_get(s1, "funnel_mmm", "auroc_mean"), _get(s1, "funnel_mmm", "auroc_sd")])
-            if _get(s1, "funnel_mmm", "auroc_mean") is not None
-            else _ms(_get(s1, "funnel_mmm", "partial_seed0_auroc")),
+            _ms([fm["auroc_mean"], fm["auroc_sd"]])
+            if "auroc_mean" in fm
+            else _ms(fm.get("partial_seed0_auroc")),
             ">= 0.93 (issue 2)",
             _when(s1, "funnel_mmm"),
         ),

@@ -164,9 +164,10 @@ def _tree_stats(post) -> dict:
 
 
 def _sweep_cost(panel, cfg, lanes: int, n_calls: int = 20) -> float:
-    """Seconds per lane of one collapsed edge-Gibbs sweep (the per-iteration work the exact edge updates add),
-    with ``lanes`` independent lanes in one vmapped, jitted call: its fall from 2 lanes to many is what batching
-    can save on this machine."""
+    """Seconds per lane of one collapsed edge-Gibbs sweep over the edge blocks, with ``lanes`` independent lanes
+    in one vmapped, jitted call: its fall from 2 lanes to many is what batching can save on this machine. The
+    slab sd is held fixed here, so the learned-slab Metropolis steps of a default fit (a few more factorisations
+    per iteration) are not included: a lower bound on the sweep's share of an iteration."""
     import jax.numpy as jnp
 
     from dice_prob.models import stage1 as s1
@@ -384,7 +385,8 @@ def _markdown(res: dict, base) -> str:
                     f"Where the time goes: one collapsed edge-Gibbs sweep costs {one_s * 1e3:.2f} ms per lane with 2 "
                     f"lanes and {many_s * 1e3:.2f} ms per lane with {n_l} lanes in one vmapped call "
                     f"(x{one_s / many_s:.1f} from batching), against {per_iter * 1e3:.2f} ms per lane and "
-                    "iteration for the whole single-shop fit. The sweep's work (a Cholesky factorisation and "
+                    "iteration for the whole single-shop fit (the sweep timed without the learned-slab "
+                    "Metropolis steps, so its share is a lower bound). The sweep's work (a Cholesky factorisation and "
                     "triangular solves per edge block) grows with the number of lanes, so batching saves "
                     "dispatch overhead only, not compute, on 2 cores.",
                 ]
