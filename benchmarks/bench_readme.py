@@ -123,6 +123,8 @@ def recovery_table(rdt: dict) -> list[str]:
             f"| {name} | {s.get('n_shops')} | {s.get('n_nodes')} | {s.get('n_steps')} | {s.get('mode')} | "
             f"{fmt(ours)} | {fmt(best)} | {fmt(gr)} | {vs_cm} | {verdict(mean(ours), mean(gr))} |"
         )
+    for name in rdt.get("cells_not_run", []):
+        rows.append(f"| {name} | | | | | not run | not run | not run | | |")
     return rows
 
 

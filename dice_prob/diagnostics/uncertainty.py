@@ -23,7 +23,7 @@ import pandas as pd
 import xarray as xr
 
 from dice_prob.errors import DataValidationError, InputTypeError
-from dice_prob.models import sites
+from dice_prob.models.stage1 import per_source_sites
 
 __all__ = [
     "ess",
@@ -189,9 +189,7 @@ def posterior_to_arviz(post):
     # sites with one value per source node of a candidate edge (mmm mode): Hill curves, and the carryover
     # kernel when it is shared per source; labelled by node name on a "source_node" dim
     src_labels = None if edges is None else [nodes[i] for i in np.unique(np.asarray(edges)[:, 0])]
-    per_source = {sites.HILL_HALF, sites.HILL_SLOPE}
-    if getattr(getattr(post, "config", None), "carryover_sharing", "edge") == "source":
-        per_source |= {sites.RETENTION, sites.DELAY}
+    per_source = per_source_sites(getattr(post, "config", None))
     coords: dict = {"source": nodes, "target": nodes}
     data_vars = {}
     for name, value in samples.items():

@@ -981,6 +981,18 @@ def _kernel_per_source(config) -> bool:
     return getattr(config, "carryover_sharing", "edge") == "source"
 
 
+def per_source_sites(config) -> frozenset[str]:
+    """Sample sites that ``model`` draws under the ``source`` plate (one value per source node) for this config.
+
+    The Hill curve always lives there; the carryover kernel only with ``carryover_sharing="source"``. The ArviZ
+    converter reads this to label those sites by node name, so the two cannot drift apart.
+    """
+    out = {sites.HILL_HALF, sites.HILL_SLOPE}
+    if _kernel_per_source(config):
+        out |= {sites.RETENTION, sites.DELAY}
+    return frozenset(out)
+
+
 def edge_kernel_params(retention, delay, structure: Stage1Structure, config):
     """Carryover parameters per candidate edge, (..., G, E): gathered from (..., G, S) per-source values when
     ``config.carryover_sharing == "source"``, else returned as they are."""

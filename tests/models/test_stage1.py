@@ -26,6 +26,7 @@ from dice_prob.models.stage1 import (
     gibbs_intercept_ar,
     linear_predictor,
     model,
+    per_source_sites,
     prepare_data,
     source_inputs,
 )
@@ -140,6 +141,21 @@ def test_mmm_source_shared_carryover_equals_per_edge_kernels_gathered_by_source(
     assert Stage1Config.from_dict(cfg_src.to_dict()) == cfg_src
     with pytest.raises(ConfigError, match="carryover_sharing"):
         Stage1Config(mode="mmm", carryover_sharing="channel")
+
+
+@pytest.mark.parametrize("sharing", ["edge", "source"])
+def test_per_source_sites_are_exactly_the_sites_under_the_source_plate(sharing):
+    """The ArviZ converter labels per_source_sites() by node name; they must be the model's source-plate sites."""
+    _, d = _data(mode="mmm", lags=3)
+    cfg = Stage1Config(n_lags=3, mode="mmm", carryover_sharing=sharing)
+    tr = trace(seed(model, 0)).get_trace(d, config=cfg, obs=d.y)
+    under_source = {
+        k
+        for k, s in tr.items()
+        if s["type"] == "sample" and any(f.name == sites.PLATE_SOURCE for f in s["cond_indep_stack"])
+    }
+    assert under_source == set(per_source_sites(cfg))
+    assert (sites.RETENTION in under_source) == (sharing == "source")
 
 
 def test_edge_inclusion_prob_closed_form():
