@@ -15,15 +15,17 @@ AUROC over all off-diagonal pairs (CausalMMM's convention), SHD of the point gra
 graph PIP > 0.5; CausalMMM: P(edge) > 0.5; Granger: p < 0.05), edge Jaccard between seeds, and for CausalMMM the
 Final-20 AUROC (mean per-epoch AUROC, all pairs, over the last 20 epochs).
 
-Usage: ``python benchmarks/recovery_rdt.py [--fast] [--seeds N] [--cells NAME ...] [--out DIR]``. Nothing is tuned
-to a target: Stage 1 uses the default priors (mode = the data's mode), CausalMMM its released defaults with an
-explicit epoch budget. The results file is rewritten (atomically) after every finished cell and lists the requested
-cells that have not run yet, so a long full run that is stopped early leaves an honest partial table, never one that
-looks complete.
+Usage: ``python benchmarks/recovery_rdt.py [--fast] [--seeds N] [--cells NAME ...] [--merge] [--out DIR]``.
+Nothing is tuned to a target: Stage 1 uses the default priors (mode = the data's mode), CausalMMM its released
+defaults with an explicit epoch budget. The results file is rewritten (atomically) after every finished cell and
+lists the cells not run, so a long full run that is stopped early leaves an honest partial table, never one that
+looks complete; ``--merge`` adds cells to such a file (same seeds and configs only) and each cell records the
+command that ran it.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -213,6 +215,7 @@ def markdown(cells: dict, chk: dict, seeds, fast: bool, s1cfg, cmcfg, not_run=()
             f"{cell['n_true_edges_per_shop']:.1f} true edges per shop, Granger conditioning "
             f"{cell['granger_conditioning']}",
             "",
+            *([f"Run by `{cell['command']}` in {cell['wall_s']:.0f} s.", ""] if cell.get("command") else []),
             "| method | AUROC | nAUPRC | AUROC all pairs (CausalMMM conv.) | SHD point graph | "
             "edge Jaccard between seeds | Final-20 AUROC | seconds |",
             "|---|---|---|---|---|---|---|---|",
@@ -228,6 +231,32 @@ def markdown(cells: dict, chk: dict, seeds, fast: bool, s1cfg, cmcfg, not_run=()
     return "\n".join(lines)
 
 
+def kept_cells(path: Path, fast: bool, seeds, s1cfg, cmcfg, redo) -> dict:
+    """Cells of an earlier results file that ``--merge`` keeps: only from a run with the same mode, seeds and
+    method configs (anything else would mix incomparable numbers into one table), minus the cells being redone."""
+    if not path.is_file():
+        return {}
+    old = json.loads(path.read_text())
+
+    def as_json(cfg):  # tuples come back from JSON as lists
+        return json.loads(json.dumps(cfg.to_dict()))
+
+    same = (
+        old.get("fast") == fast
+        and old.get("seeds") == list(seeds)
+        and old.get("stage1_config") == as_json(s1cfg)
+        and old.get("causalmmm_config") == as_json(cmcfg)
+    )
+    if not same:
+        raise SystemExit(
+            f"--merge: {path} was made with other seeds / configs / --fast; rerun without --merge"
+        )
+    kept = {n: c for n, c in old.get("cells", {}).items() if n in CELLS and n not in redo}
+    for c in kept.values():  # files written before cells recorded their own command
+        c.setdefault("command", old.get("meta", {}).get("command"))
+    return kept
+
+
 def main(argv=None) -> int:
     ap = parser(__doc__)
     ap.add_argument(
@@ -237,6 +266,11 @@ def main(argv=None) -> int:
         default=None,
         help="cells to run, in this order (default: every cell; with --fast: " + ", ".join(FAST_CELLS) + ")",
     )
+    ap.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the cells already in the results file (same --fast, seeds and configs) that this run does not redo",
+    )
     args = ap.parse_args(argv)
     n_seeds = seed_count(args)
     seeds = list(range(n_seeds))
@@ -244,13 +278,21 @@ def main(argv=None) -> int:
     s1cfg = stage1_config("linear", args.fast)
     cmcfg = causalmmm_config(args.fast, leak_free=False)
     t0 = time.perf_counter()
-    cells = {}
+    cells = (
+        kept_cells(out_dir(args) / f"{NAME}.json", args.fast, seeds, s1cfg, cmcfg, names)
+        if args.merge
+        else {}
+    )
     md = ""
     for i, name in enumerate(names):
         idx = list(CELLS).index(name)
         tc = time.perf_counter()
         cells[name] = run_cell(idx, name, cell_setting(name, args.fast), seeds, args.fast)
         cells[name]["wall_s"] = time.perf_counter() - tc
+        cells[name]["command"] = "python " + " ".join(
+            sys.argv
+        )  # with --merge, cells may come from other runs
+        cells = {n: cells[n] for n in CELLS if n in cells}  # table order = CELLS order, merged or not
         not_run = [n for n in CELLS if n not in cells]
         chk = checks(cells, n_seeds)
         md = markdown(cells, chk, seeds, args.fast, s1cfg, cmcfg, not_run)
