@@ -19,7 +19,8 @@ Usage: ``python benchmarks/recovery_rdt.py [--fast] [--seeds N] [--cells NAME ..
 Nothing is tuned to a target: Stage 1 uses the default priors (mode = the data's mode), CausalMMM its released
 defaults with an explicit epoch budget. The results file is rewritten (atomically) after every finished cell and
 lists the cells not run, so a long full run that is stopped early leaves an honest partial table, never one that
-looks complete; ``--merge`` adds cells to such a file (same seeds and configs only) and each cell records the
+looks complete; a cell is saved after every seed and marked partial until all its seeds ran (partial cells
+are shown but not counted in the checks); ``--merge`` adds cells to such a file (same seeds and configs only) and each cell records the
 command that ran it.
 """
 
@@ -106,34 +107,8 @@ def _pip3(post, n_shops, d):
     return np.broadcast_to(p, (n_shops, d, d)) if p.ndim == 2 else p.reshape(n_shops, d, d)
 
 
-def run_cell(idx: int, name: str, c: dict, seeds, fast: bool) -> dict:
-    sim = simulate_cell(idx, c)
-    panel, truth = sim.panel, sim.graphs
-    mask = np.asarray(sim.support_mask, dtype=bool) & ~np.eye(panel.n_nodes, dtype=bool)
-    r, d = panel.n_shops, panel.n_nodes
-    runs = {m: [] for m in METHODS}
-    g_scores, g_p, g_s, used = run_granger(panel, 7, mask)
-    g_metrics = scores_metrics(g_scores, truth, mask, (g_p < GRANGER_ALPHA) & mask)
-    s1cfg = stage1_config(c["mode"], fast)
-    for s in seeds:
-        post, wall, warns = run_stage1(key(s, idx, 1), panel, s1cfg)
-        pip = _pip3(post, r, d)
-        m = scores_metrics(pip, truth, mask, pip > 0.5)
-        m.update(seconds=wall, convergence_warning=bool(warns), max_r_hat=post.convergence.get("max_r_hat"))
-        runs["stage1_pip"].append(m)
-        for label, lf in (("causalmmm_faithful", False), ("causalmmm_leak_free", True)):
-            res, wall = run_causalmmm(key(s, idx, 2 + lf), panel, causalmmm_config(fast, leak_free=lf), truth)
-            sc = np.asarray(res.edge_scores, dtype=float)
-            m = scores_metrics(sc, truth, mask, sc > 0.5)
-            m.update(seconds=wall, final20_auroc=res.final20_auroc(), best_epoch=int(res.best_epoch))
-            runs[label].append(m)
-        runs["var_granger"].append({**g_metrics, "seconds": g_s, "conditioning": used})
-        print(
-            f"[{name}] seed {s}: "
-            + ", ".join(f"{k} AUROC {v[-1]['auroc']:.3f}" for k, v in runs.items())
-            + f" (stage1 {runs['stage1_pip'][-1]['seconds']:.0f} s)",
-            flush=True,
-        )
+def aggregate(runs: dict, hards: dict, mask) -> dict:
+    """Mean ± sd over the seeds run so far, per method, plus the edge Jaccard between their point graphs."""
     agg = {}
     for meth, rows in runs.items():
         agg[meth] = {
@@ -141,18 +116,64 @@ def run_cell(idx: int, name: str, c: dict, seeds, fast: bool) -> dict:
             for k in ("auroc", "nauprc", "auroc_all_pairs", "shd", "seconds", "final20_auroc")
             if any(row.get(k) is not None for row in rows)
         }
-        agg[meth]["jaccard"] = seed_jaccard([row["hard"] for row in rows], mask)
-    for rows in runs.values():
-        for row in rows:  # the point graphs themselves would bloat the JSON (R x d x d per seed and method)
-            row["n_edges_point_graph"] = float(row.pop("hard").sum() / r)
-    return {
-        "setting": c,
-        "n_pairs_masked": int(mask.sum()),
-        "n_true_edges_per_shop": float(np.mean(truth[:, mask].sum(-1))),
-        "granger_conditioning": used,
-        "aggregate": agg,
-        "runs": runs,
-    }
+        agg[meth]["jaccard"] = seed_jaccard(hards[meth], mask)
+    return agg
+
+
+def run_cell(idx: int, name: str, c: dict, seeds, fast: bool, on_seed=None) -> dict:
+    """One cell over ``seeds``; ``on_seed(cell)`` gets the cell aggregated over the seeds done after each seed, so a
+    long cell can be saved (marked partial) before it ends."""
+    sim = simulate_cell(idx, c)
+    panel, truth = sim.panel, sim.graphs
+    mask = np.asarray(sim.support_mask, dtype=bool) & ~np.eye(panel.n_nodes, dtype=bool)
+    r, d = panel.n_shops, panel.n_nodes
+    runs = {m: [] for m in METHODS}
+    hards = {m: [] for m in METHODS}  # point graphs, kept out of the JSON (R x d x d per seed and method)
+
+    def add(meth: str, m: dict) -> None:
+        hards[meth].append(m.pop("hard"))
+        m["n_edges_point_graph"] = float(hards[meth][-1].sum() / r)
+        runs[meth].append(m)
+
+    g_scores, g_p, g_s, used = run_granger(panel, 7, mask)
+    g_metrics = scores_metrics(g_scores, truth, mask, (g_p < GRANGER_ALPHA) & mask)
+    s1cfg = stage1_config(c["mode"], fast)
+    cell = {}
+    for i, s in enumerate(seeds):
+        post, wall, warns = run_stage1(key(s, idx, 1), panel, s1cfg)
+        pip = _pip3(post, r, d)
+        m = scores_metrics(pip, truth, mask, pip > 0.5)
+        m.update(seconds=wall, convergence_warning=bool(warns), max_r_hat=post.convergence.get("max_r_hat"))
+        add("stage1_pip", m)
+        for label, lf in (("causalmmm_faithful", False), ("causalmmm_leak_free", True)):
+            res, wall = run_causalmmm(key(s, idx, 2 + lf), panel, causalmmm_config(fast, leak_free=lf), truth)
+            sc = np.asarray(res.edge_scores, dtype=float)
+            m = scores_metrics(sc, truth, mask, sc > 0.5)
+            m.update(seconds=wall, final20_auroc=res.final20_auroc(), best_epoch=int(res.best_epoch))
+            add(label, m)
+        add("var_granger", {**g_metrics, "seconds": g_s, "conditioning": used})
+        print(
+            f"[{name}] seed {s}: "
+            + ", ".join(f"{k} AUROC {v[-1]['auroc']:.3f}" for k, v in runs.items())
+            + f" (stage1 {runs['stage1_pip'][-1]['seconds']:.0f} s)",
+            flush=True,
+        )
+        cell = {
+            "setting": c,
+            "n_pairs_masked": int(mask.sum()),
+            "n_true_edges_per_shop": float(np.mean(truth[:, mask].sum(-1))),
+            "granger_conditioning": used,
+            "seeds_done": list(seeds[: i + 1]),
+            "aggregate": aggregate(runs, hards, mask),
+            "runs": runs,
+        }
+        if on_seed is not None:
+            on_seed(cell)
+    return cell
+
+
+def is_partial(cell: dict, seeds) -> bool:
+    return list(cell.get("seeds_done", seeds)) != list(seeds)
 
 
 def best_causalmmm(agg: dict) -> str:
@@ -160,9 +181,13 @@ def best_causalmmm(agg: dict) -> str:
     return a if agg[a]["auroc"][0] >= agg[b]["auroc"][0] else b
 
 
-def checks(cells: dict, n_seeds: int) -> dict:
+def checks(cells: dict, seeds) -> dict:
+    """The issue's three checks over the cells run with every seed (a partial cell is shown, never counted)."""
+    n_seeds = len(seeds)
     ahead, hard, sd = [], [], []
     for name, cell in cells.items():
+        if is_partial(cell, seeds):
+            continue
         agg = cell["aggregate"]
         best = agg[best_causalmmm(agg)]
         s1 = agg["stage1_pip"]
@@ -179,7 +204,14 @@ def checks(cells: dict, n_seeds: int) -> dict:
     }
 
 
+def cell_label(name: str, cell: dict, seeds) -> str:
+    if not is_partial(cell, seeds):
+        return name
+    return f"{name} (seeds {cell['seeds_done']} of {list(seeds)})"
+
+
 def markdown(cells: dict, chk: dict, seeds, fast: bool, s1cfg, cmcfg, not_run=()) -> str:
+    partial = [cell_label(n, c, seeds) for n, c in cells.items() if is_partial(c, seeds)]
     lines = [
         f"Seeds {list(seeds)} ({'--fast' if fast else 'full'} mode); one data set per cell, seeds vary the "
         "methods' randomness. Stage 1: default priors, "
@@ -193,6 +225,15 @@ def markdown(cells: dict, chk: dict, seeds, fast: bool, s1cfg, cmcfg, not_run=()
             if not_run
             else []
         ),
+        *(
+            [
+                f"**Partial cells:** {', '.join(partial)}: stopped before every seed ran; shown, not counted in "
+                "the checks.",
+                "",
+            ]
+            if partial
+            else []
+        ),
         "## AUROC over the support mask (mean ± sd over seeds)",
         "",
         "| cell | R | d | T | mode | Stage 1 PIP | CausalMMM faithful | CausalMMM leak-free | VAR-Granger | "
@@ -203,7 +244,7 @@ def markdown(cells: dict, chk: dict, seeds, fast: bool, s1cfg, cmcfg, not_run=()
         a, c = cell["aggregate"], cell["setting"]
         diff = a["stage1_pip"]["auroc"][0] - a[best_causalmmm(a)]["auroc"][0]
         lines.append(
-            f"| {name} | {c['n_shops']} | {c['n_nodes']} | {c['n_steps']} | {c['mode']} | "
+            f"| {cell_label(name, cell, seeds)} | {c['n_shops']} | {c['n_nodes']} | {c['n_steps']} | {c['mode']} | "
             + " | ".join(f(a[m]["auroc"]) for m in METHODS)
             + f" | {diff:+.3f} |"
         )
@@ -211,7 +252,7 @@ def markdown(cells: dict, chk: dict, seeds, fast: bool, s1cfg, cmcfg, not_run=()
         a = cell["aggregate"]
         lines += [
             "",
-            f"## Cell {name}: {cell['setting']}, {cell['n_pairs_masked']} scored pairs, "
+            f"## Cell {cell_label(name, cell, seeds)}: {cell['setting']}, {cell['n_pairs_masked']} scored pairs, "
             f"{cell['n_true_edges_per_shop']:.1f} true edges per shop, Granger conditioning "
             f"{cell['granger_conditioning']}",
             "",
@@ -252,8 +293,11 @@ def kept_cells(path: Path, fast: bool, seeds, s1cfg, cmcfg, redo) -> dict:
             f"--merge: {path} was made with other seeds / configs / --fast; rerun without --merge"
         )
     kept = {n: c for n, c in old.get("cells", {}).items() if n in CELLS and n not in redo}
-    for c in kept.values():  # files written before cells recorded their own command
+    for (
+        c
+    ) in kept.values():  # files written before cells recorded their own command / seeds done were complete
         c.setdefault("command", old.get("meta", {}).get("command"))
+        c.setdefault("seeds_done", list(seeds))
     return kept
 
 
@@ -283,19 +327,17 @@ def main(argv=None) -> int:
         if args.merge
         else {}
     )
+    cmd = "python " + " ".join(sys.argv)  # with --merge, cells may come from other runs
     md = ""
-    for i, name in enumerate(names):
-        idx = list(CELLS).index(name)
-        tc = time.perf_counter()
-        cells[name] = run_cell(idx, name, cell_setting(name, args.fast), seeds, args.fast)
-        cells[name]["wall_s"] = time.perf_counter() - tc
-        cells[name]["command"] = "python " + " ".join(
-            sys.argv
-        )  # with --merge, cells may come from other runs
+
+    def save(name: str, cell: dict, started: float) -> str:
+        """Rewrite the results file with ``cell`` as it stands (after every seed, so a stopped run keeps them)."""
+        nonlocal cells
+        cells[name] = {**cell, "wall_s": time.perf_counter() - started, "command": cmd}
         cells = {n: cells[n] for n in CELLS if n in cells}  # table order = CELLS order, merged or not
         not_run = [n for n in CELLS if n not in cells]
-        chk = checks(cells, n_seeds)
-        md = markdown(cells, chk, seeds, args.fast, s1cfg, cmcfg, not_run)
+        chk = checks(cells, seeds)
+        text = markdown(cells, chk, seeds, args.fast, s1cfg, cmcfg, not_run)
         payload = {
             "fast": args.fast,
             "seeds": seeds,
@@ -305,9 +347,27 @@ def main(argv=None) -> int:
             "checks": chk,
             "cells_requested": list(names),
             "cells_not_run": not_run,
+            "cells_partial": [n for n, c in cells.items() if is_partial(c, seeds)],
             "cells": cells,
         }
-        write(NAME, payload, md, wall_s=time.perf_counter() - t0, out=out_dir(args))
+        write(NAME, payload, text, wall_s=time.perf_counter() - t0, out=out_dir(args))
+        return text
+
+    for i, name in enumerate(names):
+        idx = list(CELLS).index(name)
+        tc = time.perf_counter()
+        cells.pop(name, None)  # a cell being redone never shows its old numbers next to the new seeds
+        run_cell(
+            idx,
+            name,
+            cell_setting(name, args.fast),
+            seeds,
+            args.fast,
+            on_seed=lambda cell, name=name, tc=tc: save(name, cell, tc),
+        )
+        md = markdown(
+            cells, checks(cells, seeds), seeds, args.fast, s1cfg, cmcfg, [n for n in CELLS if n not in cells]
+        )
         print(f"[{name}] written ({i + 1}/{len(names)} requested cells done)", flush=True)
     print(md)
     return 0
