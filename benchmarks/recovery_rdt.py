@@ -198,9 +198,10 @@ def checks(cells: dict, seeds) -> dict:
         if n_seeds >= 2:
             sd.append(bool(s1["auroc"][1] <= 0.5 * best["auroc"][1]))
     return {
-        "ahead_every_cell": all(ahead),
+        # None = not evaluated (no complete cell, no hard cell, or one seed), never a vacuous "yes"
+        "ahead_every_cell": all(ahead) if ahead else None,
         "ahead_hard_cells": all(hard) if hard else None,
-        "sd_half": all(sd) if n_seeds >= 2 else None,
+        "sd_half": all(sd) if sd else None,
     }
 
 
