@@ -211,6 +211,20 @@ def cell_label(name: str, cell: dict, seeds) -> str:
     return f"{name} (seeds {cell['seeds_done']} of {list(seeds)})"
 
 
+def stage1_convergence_md(cell: dict) -> list[str]:
+    """Stage 1's convergence per cell, reported beside its AUROC (never hidden): max r_hat and warned seeds."""
+    rows = cell.get("runs", {}).get("stage1_pip", [])
+    rh = [r["max_r_hat"] for r in rows if r.get("max_r_hat") is not None]
+    if not rh:
+        return []
+    warned = sum(bool(r.get("convergence_warning")) for r in rows)
+    return [
+        f"Stage 1 convergence: max r_hat {max(rh):.3g} over the seeds' fits (threshold 1.01); a convergence "
+        f"warning on {warned} of {len(rows)} seeds.",
+        "",
+    ]
+
+
 def markdown(cells: dict, chk: dict, seeds, fast: bool, s1cfg, cmcfg, not_run=()) -> str:
     partial = [cell_label(n, c, seeds) for n, c in cells.items() if is_partial(c, seeds)]
     lines = [
@@ -258,6 +272,7 @@ def markdown(cells: dict, chk: dict, seeds, fast: bool, s1cfg, cmcfg, not_run=()
             f"{cell['granger_conditioning']}",
             "",
             *([f"Run by `{cell['command']}` in {cell['wall_s']:.0f} s.", ""] if cell.get("command") else []),
+            *stage1_convergence_md(cell),
             "| method | AUROC | nAUPRC | AUROC all pairs (CausalMMM conv.) | SHD point graph | "
             "edge Jaccard between seeds | Final-20 AUROC | seconds |",
             "|---|---|---|---|---|---|---|---|",
