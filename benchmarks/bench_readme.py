@@ -124,9 +124,8 @@ def recovery_table(rdt: dict, fallback: dict | None = None) -> list[str]:
             cells[f"{name} (--fast run)"] = fallback["cells"][name]
             not_run.remove(name)
     for name, cell in cells.items():
-        done = cell.get("seeds_done")
-        if done is not None and list(done) != list(rdt.get("seeds", done)):
-            name = f"{name} (seeds {list(done)} of {rdt['seeds']}, partial)"
+        if name in rdt.get("cells_partial", ()):
+            name = f"{name} (seeds {cell['seeds_done']} of {rdt['seeds']}, partial)"
         s, a = cell.get("setting", {}), cell.get("aggregate", {})
         ours = a.get("stage1_pip", {}).get("auroc")
         cm = [a.get(k, {}).get("auroc") for k in ("causalmmm_faithful", "causalmmm_leak_free")]

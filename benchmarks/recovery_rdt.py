@@ -19,9 +19,9 @@ Usage: ``python benchmarks/recovery_rdt.py [--fast] [--seeds N] [--cells NAME ..
 Nothing is tuned to a target: Stage 1 uses the default priors (mode = the data's mode), CausalMMM its released
 defaults with an explicit epoch budget. The results file is rewritten (atomically) after every finished cell and
 lists the cells not run, so a long full run that is stopped early leaves an honest partial table, never one that
-looks complete; a cell is saved after every seed and marked partial until all its seeds ran (partial cells
-are shown but not counted in the checks); ``--merge`` adds cells to such a file (same seeds and configs only) and each cell records the
-command that ran it.
+looks complete. A cell is saved after every seed and marked partial until all its seeds ran (partial cells are
+shown but not counted in the checks). ``--merge`` adds cells to such a file (same seeds and configs only; the
+cells being redone are dropped from it first) and each cell records the command that ran it.
 """
 
 from __future__ import annotations
@@ -309,9 +309,8 @@ def kept_cells(path: Path, fast: bool, seeds, s1cfg, cmcfg, redo) -> dict:
             f"--merge: {path} was made with other seeds / configs / --fast; rerun without --merge"
         )
     kept = {n: c for n, c in old.get("cells", {}).items() if n in CELLS and n not in redo}
-    for (
-        c
-    ) in kept.values():  # files written before cells recorded their own command / seeds done were complete
+    # files written before cells recorded their own command / seeds done held complete cells only
+    for c in kept.values():
         c.setdefault("command", old.get("meta", {}).get("command"))
         c.setdefault("seeds_done", list(seeds))
     return kept
@@ -346,14 +345,14 @@ def main(argv=None) -> int:
     cmd = "python " + " ".join(sys.argv)  # with --merge, cells may come from other runs
     md = ""
 
-    def save(name: str, cell: dict, started: float) -> str:
+    def save(name: str, cell: dict, started: float) -> None:
         """Rewrite the results file with ``cell`` as it stands (after every seed, so a stopped run keeps them)."""
-        nonlocal cells
+        nonlocal cells, md
         cells[name] = {**cell, "wall_s": time.perf_counter() - started, "command": cmd}
         cells = {n: cells[n] for n in CELLS if n in cells}  # table order = CELLS order, merged or not
         not_run = [n for n in CELLS if n not in cells]
         chk = checks(cells, seeds)
-        text = markdown(cells, chk, seeds, args.fast, s1cfg, cmcfg, not_run)
+        md = markdown(cells, chk, seeds, args.fast, s1cfg, cmcfg, not_run)
         payload = {
             "fast": args.fast,
             "seeds": seeds,
@@ -366,13 +365,11 @@ def main(argv=None) -> int:
             "cells_partial": [n for n, c in cells.items() if is_partial(c, seeds)],
             "cells": cells,
         }
-        write(NAME, payload, text, wall_s=time.perf_counter() - t0, out=out_dir(args))
-        return text
+        write(NAME, payload, md, wall_s=time.perf_counter() - t0, out=out_dir(args))
 
     for i, name in enumerate(names):
         idx = list(CELLS).index(name)
         tc = time.perf_counter()
-        cells.pop(name, None)  # a cell being redone never shows its old numbers next to the new seeds
         run_cell(
             idx,
             name,
@@ -380,9 +377,6 @@ def main(argv=None) -> int:
             seeds,
             args.fast,
             on_seed=lambda cell, name=name, tc=tc: save(name, cell, tc),
-        )
-        md = markdown(
-            cells, checks(cells, seeds), seeds, args.fast, s1cfg, cmcfg, [n for n in CELLS if n not in cells]
         )
         print(f"[{name}] written ({i + 1}/{len(names)} requested cells done)", flush=True)
     print(md)
