@@ -21,11 +21,15 @@ defaults with an explicit epoch budget. The results file is rewritten (atomicall
 lists the cells not run, so a long full run that is stopped early leaves an honest partial table, never one that
 looks complete. A cell is saved after every seed and marked partial until all its seeds ran (partial cells are
 shown but not counted in the checks). ``--merge`` adds cells to such a file (same seeds and configs only; the
-cells being redone are dropped from it first) and each cell records the command that ran it.
+cells being redone are dropped from it first) and each cell records the command that ran it. A partial cell named
+again under ``--merge`` is resumed after its last seed instead of rerun: each seed's point graphs are stored
+(bit-packed) so the edge Jaccard still covers every seed, and the same keys give the same numbers, so a resumed cell
+equals one run in one go. A partial cell from a file without stored point graphs is rerun from its first seed.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import sys
 import time
@@ -120,15 +124,55 @@ def aggregate(runs: dict, hards: dict, mask) -> dict:
     return agg
 
 
-def run_cell(idx: int, name: str, c: dict, seeds, fast: bool, on_seed=None) -> dict:
+def is_partial(cell: dict, seeds) -> bool:
+    return list(cell.get("seeds_done", seeds)) != list(seeds)
+
+
+def pack_graph(g) -> str:
+    """A boolean point graph as base64 of its packed bits (the JSON stays small: R x d x d bits per seed)."""
+    return base64.b64encode(np.packbits(np.asarray(g, dtype=bool).ravel()).tobytes()).decode("ascii")
+
+
+def unpack_graph(text: str, shape) -> np.ndarray:
+    bits = np.unpackbits(np.frombuffer(base64.b64decode(text), dtype=np.uint8))
+    return bits[: int(np.prod(shape))].reshape(shape).astype(bool)
+
+
+def resumable(cell: dict, c: dict, seeds) -> bool:
+    """Whether a stored partial cell can be continued: the same setting, its seeds a prefix of ``seeds``, and every
+    method's point graphs stored for every seed done (without them the Jaccard would silently cover fewer seeds)."""
+    done = list(cell.get("seeds_done", seeds))
+    graphs = cell.get("point_graphs", {})
+    return (
+        is_partial(cell, seeds)
+        and 0 < len(done) < len(seeds)
+        and done == list(seeds[: len(done)])
+        and cell.get("setting") == json.loads(json.dumps(c))
+        and all(len(graphs.get(m, [])) == len(done) and len(cell["runs"][m]) == len(done) for m in METHODS)
+    )
+
+
+def run_cell(
+    idx: int, name: str, c: dict, seeds, fast: bool, on_seed=None, resume: dict | None = None
+) -> dict:
     """One cell over ``seeds``; ``on_seed(cell)`` gets the cell aggregated over the seeds done after each seed, so a
-    long cell can be saved (marked partial) before it ends."""
+    long cell can be saved (marked partial) before it ends. ``resume``: a stored partial cell of this setting
+    (see :func:`resumable`) whose seeds are kept; only the seeds after them run."""
     sim = simulate_cell(idx, c)
     panel, truth = sim.panel, sim.graphs
     mask = np.asarray(sim.support_mask, dtype=bool) & ~np.eye(panel.n_nodes, dtype=bool)
     r, d = panel.n_shops, panel.n_nodes
     runs = {m: [] for m in METHODS}
-    hards = {m: [] for m in METHODS}  # point graphs, kept out of the JSON (R x d x d per seed and method)
+    hards = {m: [] for m in METHODS}  # point graphs (R x d x d per seed and method), stored bit-packed
+    start = 0
+    if resume is not None:
+        if not resumable(resume, c, seeds):
+            raise ValueError(
+                f"[{name}] the stored cell cannot be resumed (other setting, seeds or no point graphs)"
+            )
+        start = len(resume["seeds_done"])
+        runs = {m: [dict(row) for row in resume["runs"][m]] for m in METHODS}
+        hards = {m: [unpack_graph(t, (r, d, d)) for t in resume["point_graphs"][m]] for m in METHODS}
 
     def add(meth: str, m: dict) -> None:
         hards[meth].append(m.pop("hard"))
@@ -140,6 +184,8 @@ def run_cell(idx: int, name: str, c: dict, seeds, fast: bool, on_seed=None) -> d
     s1cfg = stage1_config(c["mode"], fast)
     cell = {}
     for i, s in enumerate(seeds):
+        if i < start:
+            continue
         post, wall, warns = run_stage1(key(s, idx, 1), panel, s1cfg)
         pip = _pip3(post, r, d)
         m = scores_metrics(pip, truth, mask, pip > 0.5)
@@ -166,14 +212,11 @@ def run_cell(idx: int, name: str, c: dict, seeds, fast: bool, on_seed=None) -> d
             "seeds_done": list(seeds[: i + 1]),
             "aggregate": aggregate(runs, hards, mask),
             "runs": runs,
+            "point_graphs": {m: [pack_graph(h) for h in hards[m]] for m in METHODS},
         }
         if on_seed is not None:
             on_seed(cell)
     return cell
-
-
-def is_partial(cell: dict, seeds) -> bool:
-    return list(cell.get("seeds_done", seeds)) != list(seeds)
 
 
 def best_causalmmm(agg: dict) -> str:
@@ -288,11 +331,12 @@ def markdown(cells: dict, chk: dict, seeds, fast: bool, s1cfg, cmcfg, not_run=()
     return "\n".join(lines)
 
 
-def kept_cells(path: Path, fast: bool, seeds, s1cfg, cmcfg, redo) -> dict:
+def kept_cells(path: Path, fast: bool, seeds, s1cfg, cmcfg, redo) -> tuple[dict, dict]:
     """Cells of an earlier results file that ``--merge`` keeps: only from a run with the same mode, seeds and
-    method configs (anything else would mix incomparable numbers into one table), minus the cells being redone."""
+    method configs (anything else would mix incomparable numbers into one table), minus the cells being redone;
+    and, apart, the stored versions of the cells being redone (a partial one may be resumed)."""
     if not path.is_file():
-        return {}
+        return {}, {}
     old = json.loads(path.read_text())
 
     def as_json(cfg):  # tuples come back from JSON as lists
@@ -308,12 +352,13 @@ def kept_cells(path: Path, fast: bool, seeds, s1cfg, cmcfg, redo) -> dict:
         raise SystemExit(
             f"--merge: {path} was made with other seeds / configs / --fast; rerun without --merge"
         )
-    kept = {n: c for n, c in old.get("cells", {}).items() if n in CELLS and n not in redo}
+    stored = {n: c for n, c in old.get("cells", {}).items() if n in CELLS}
     # files written before cells recorded their own command / seeds done held complete cells only
-    for c in kept.values():
+    for c in stored.values():
         c.setdefault("command", old.get("meta", {}).get("command"))
         c.setdefault("seeds_done", list(seeds))
-    return kept
+    kept = {n: c for n, c in stored.items() if n not in redo}
+    return kept, {n: c for n, c in stored.items() if n in redo}
 
 
 def main(argv=None) -> int:
@@ -337,18 +382,26 @@ def main(argv=None) -> int:
     s1cfg = stage1_config("linear", args.fast)
     cmcfg = causalmmm_config(args.fast, leak_free=False)
     t0 = time.perf_counter()
-    cells = (
+    cells, redone = (
         kept_cells(out_dir(args) / f"{NAME}.json", args.fast, seeds, s1cfg, cmcfg, names)
         if args.merge
-        else {}
+        else ({}, {})
     )
     cmd = "python " + " ".join(sys.argv)  # with --merge, cells may come from other runs
     md = ""
 
-    def save(name: str, cell: dict, started: float) -> None:
+    def save(name: str, cell: dict, started: float, resumed: dict | None) -> None:
         """Rewrite the results file with ``cell`` as it stands (after every seed, so a stopped run keeps them)."""
         nonlocal cells, md
-        cells[name] = {**cell, "wall_s": time.perf_counter() - started, "command": cmd}
+        wall = time.perf_counter() - started
+        if resumed is None:
+            cells[name] = {**cell, "wall_s": wall, "command": cmd}
+        else:  # the wall time and commands of both runs, so the cell's cost and provenance stay whole
+            cells[name] = {
+                **cell,
+                "wall_s": resumed["wall_s"] + wall,
+                "command": f"{resumed['command']} (seeds {resumed['seeds_done']}), then {cmd}",
+            }
         cells = {n: cells[n] for n in CELLS if n in cells}  # table order = CELLS order, merged or not
         not_run = [n for n in CELLS if n not in cells]
         chk = checks(cells, seeds)
@@ -369,14 +422,25 @@ def main(argv=None) -> int:
 
     for i, name in enumerate(names):
         idx = list(CELLS).index(name)
+        setting = cell_setting(name, args.fast)
+        stored = redone.get(name)
+        resume = stored if stored is not None and resumable(stored, setting, seeds) else None
+        if resume is not None:
+            print(f"[{name}] resuming after seeds {resume['seeds_done']}", flush=True)
+        elif stored is not None and is_partial(stored, seeds):
+            print(
+                f"[{name}] stored partial cell cannot be resumed (no point graphs stored, or another setting): rerun from seed 0",
+                flush=True,
+            )
         tc = time.perf_counter()
         run_cell(
             idx,
             name,
-            cell_setting(name, args.fast),
+            setting,
             seeds,
             args.fast,
-            on_seed=lambda cell, name=name, tc=tc: save(name, cell, tc),
+            on_seed=lambda cell, name=name, tc=tc, resume=resume: save(name, cell, tc, resume),
+            resume=resume,
         )
         print(f"[{name}] written ({i + 1}/{len(names)} requested cells done)", flush=True)
     print(md)
