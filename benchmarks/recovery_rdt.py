@@ -183,9 +183,7 @@ def run_cell(
     g_metrics = scores_metrics(g_scores, truth, mask, (g_p < GRANGER_ALPHA) & mask)
     s1cfg = stage1_config(c["mode"], fast)
     cell = {}
-    for i, s in enumerate(seeds):
-        if i < start:
-            continue
+    for i, s in enumerate(seeds[start:], start):
         post, wall, warns = run_stage1(key(s, idx, 1), panel, s1cfg)
         pip = _pip3(post, r, d)
         m = scores_metrics(pip, truth, mask, pip > 0.5)

@@ -29,7 +29,7 @@ from scipy.special import logsumexp
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import recovery_rdt  # noqa: E402
 from _common import write_results  # noqa: E402
-from _suite import key, run_stage1, stage1_config  # noqa: E402
+from _suite import key, run_stage1, stage1_config, support_of  # noqa: E402
 
 from dice_prob.models import sites  # noqa: E402
 from dice_prob.models.stage1 import AR_SD, INTERCEPT_SD, prepare_data, slab_spike_scales  # noqa: E402
@@ -54,7 +54,7 @@ def evidence_tables(post, panel, cfg, split) -> list[dict]:
     data = prepare_data(
         np.asarray(panel.values)[:, : panel.train_steps],
         panel.roles,
-        np.asarray(panel.support_mask()),
+        support_of(panel),
         n_lags=cfg.n_lags,
     )
     st = data.structure
@@ -118,11 +118,13 @@ def main(argv=None) -> int:
     incl = np.asarray(post.samples["inclusion_prob"], dtype=float)
     per_chain = incl.mean(axis=1)  # (chain, shop, source, target)
     span = per_chain.max(0) - per_chain.min(0)
-    mask = np.asarray(sim.support_mask, dtype=bool) & ~np.eye(panel.n_nodes, dtype=bool)
+    mask = support_of(panel)
     truth = np.asarray(sim.graphs, dtype=bool)
     names = list(panel.nodes)
     rows = []
+    split: dict = {}  # (shop, target) -> its split sources
     for shop, src, dst in zip(*np.nonzero((span > SPAN) & mask[None]), strict=True):
+        split.setdefault((int(shop), int(dst)), []).append(int(src))
         on = incl[:, :, shop, src, dst] > 0.5  # (chain, draw)
         partners = [
             s2 for s2 in range(panel.n_nodes) if s2 != src and mask[s2, dst] and span[shop, s2, dst] > SPAN
@@ -140,9 +142,6 @@ def main(argv=None) -> int:
                 "agrees_with": {names[s2]: round(a, 3) for s2, a in zip(partners, together, strict=True)},
             }
         )
-    split: dict = {}
-    for shop, src, dst in zip(*np.nonzero((span > SPAN) & mask[None]), strict=True):
-        split.setdefault((int(shop), int(dst)), []).append(int(src))
     # 2^k states per node: only nodes with a few split edges (linear mode: the features are the lags themselves)
     evidence = (
         evidence_tables(post, panel, cfg, {k: v for k, v in split.items() if len(v) <= 4})
