@@ -1,6 +1,6 @@
 """Where Stage 1's chains disagree: per-chain inclusion probabilities on one recovery_rdt cell.
 
-python benchmarks/stage1_chain_modes.py [--cell default] [--seed 0] [--chains 4]
+python benchmarks/stage1_chain_modes.py [--cell default] [--seed 0] [--chains 4] [--flip-moves N]
 
 The README's "Limits" quotes this run. It refits Stage 1 on the data set of one ``recovery_rdt`` cell with the same
 config and key as that benchmark's seed, but with more chains. It then lists every (shop, edge) whose per-chain
@@ -14,6 +14,10 @@ state of those edges. The node's other indicators are held at the first chain's 
 its mean. The intercept, own lag and every edge coefficient are integrated out, as in the collapsed sweep. The
 evidence is computed at each chain's mean residual sd, and with the residual sd integrated over its HalfNormal
 prior on a grid. Diagnostic only: no target, not part of ``bench all``.
+
+``--flip-moves N`` refits with ``Stage1Config(flip_moves=N)``: N joint Metropolis proposals per node and iteration
+that flip one or two indicators together with the residual sd (``dice_prob.models.stage1_moves``), and writes
+``stage1_chain_modes_flip{N}`` instead, so the two runs sit side by side.
 """
 
 from __future__ import annotations
@@ -106,13 +110,15 @@ def main(argv=None) -> int:
     ap.add_argument("--cell", default="default", choices=list(recovery_rdt.CELLS))
     ap.add_argument("--seed", type=int, default=0, help="recovery_rdt seed whose Stage 1 key is reused")
     ap.add_argument("--chains", type=int, default=4)
+    ap.add_argument("--flip-moves", type=int, default=0, help="Stage1Config.flip_moves of the refit")
     args = ap.parse_args(argv)
+    name = NAME if args.flip_moves == 0 else f"{NAME}_flip{args.flip_moves}"
     t0 = time.perf_counter()
     idx = list(recovery_rdt.CELLS).index(args.cell)
     setting = recovery_rdt.cell_setting(args.cell, False)
     sim = recovery_rdt.simulate_cell(idx, setting)
     panel = sim.panel
-    cfg = stage1_config(setting["mode"], False).replace(num_chains=args.chains)
+    cfg = stage1_config(setting["mode"], False).replace(num_chains=args.chains, flip_moves=args.flip_moves)
     post, wall, warns = run_stage1(key(args.seed, idx, 1), panel, cfg)
     # (chain, draw, shop, source, target) per-draw inclusion probabilities, the quantity r_hat is reported on
     incl = np.asarray(post.samples["inclusion_prob"], dtype=float)
@@ -165,7 +171,7 @@ def main(argv=None) -> int:
     }
     lines = [
         f"Stage 1 on recovery_rdt cell `{args.cell}` ({setting}), the key of seed {args.seed}, {args.chains} chains x "
-        f"{cfg.num_warmup} + {cfg.num_samples}. Max split r_hat {conv['max_r_hat']:.3g}, min bulk ESS "
+        f"{cfg.num_warmup} + {cfg.num_samples}, flip_moves={cfg.flip_moves}. Max split r_hat {conv['max_r_hat']:.3g}, min bulk ESS "
         f"{conv['min_ess']:.3g}; fit {wall:.0f} s.",
         "",
         f"Edges whose per-chain inclusion probability spans more than {SPAN} across chains:",
@@ -203,7 +209,7 @@ def main(argv=None) -> int:
             )
             integ = row["log_evidence_sigma_integrated"] - ref["log_evidence_sigma_integrated"]
             lines.append(f"| {state} | {at} | {integ:+.2f} | {row['best_sigma']:.3f} |")
-    write_results(NAME, payload, "\n".join(lines), wall_s=time.perf_counter() - t0)
+    write_results(name, payload, "\n".join(lines), wall_s=time.perf_counter() - t0)
     print("\n".join(lines))
     return 0
 

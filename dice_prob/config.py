@@ -175,6 +175,13 @@ class Stage1Config(_ConfigBase):
     0.20. Keep the narrowest component well above the spike and check calibration before relying on it. The
     collapsed sampler draws each edge's state among spike and slab components; the single-edge sweep
     (``edge_sampler="single"`` or ``nuts_edges=True``) supports only the plain slab.
+    ``flip_moves`` (opt-in, default 0): that many joint Metropolis proposals per node and iteration, before the
+    collapsed sweep, each flipping one or two of the node's indicators *together with* its residual sd, judged
+    with every coefficient integrated out (``dice_prob.models.stage1_moves``). The sweep moves one indicator at a
+    fixed residual sd; when two co-moving parents are both in or both out and each state has its own residual
+    sd, neither single flip is acceptable and the chains keep the state they started in (r_hat in the 1e8s on
+    the default recovery cell, ``benchmarks/results/stage1_chain_modes.md``). Needs the collapsed sampler and
+    the plain slab. Not yet the default: the published Stage 1 benchmarks were run without it.
 
     Examples
     --------
@@ -223,6 +230,7 @@ class Stage1Config(_ConfigBase):
     node_scale: str = "zscore"
     slab_grid: tuple[float, ...] = (1.0,)
     carryover_sharing: str = "edge"
+    flip_moves: int = 0
 
     def __post_init__(self) -> None:
         c = "Stage1Config"
@@ -307,6 +315,20 @@ class Stage1Config(_ConfigBase):
             f"must be None, True or False, got {self.nuts_edges!r}",
         )
         _choice(self.edge_sampler, c, "edge_sampler", ("collapsed", "single"))
+        _int(self.flip_moves, c, "flip_moves", 0, 1000)
+        _require(
+            self.flip_moves == 0
+            or (
+                self.edge_gibbs
+                and self.edge_sampler == "collapsed"
+                and self.nuts_edges is not True
+                and tuple(self.slab_grid) == (1.0,)
+            ),
+            c,
+            "flip_moves",
+            "needs the collapsed edge sampler (edge_gibbs=True, edge_sampler='collapsed', nuts_edges not True) "
+            "and the plain slab (slab_grid=(1.0,)); set flip_moves=0 otherwise",
+        )
         _require(
             self.edge_gibbs or self.nuts_edges is not False,
             c,

@@ -243,19 +243,25 @@ def _gibbs_update(state, fixed: dict, data: Stage1Data, config: Stage1Config, md
     key = jax.random.fold_in(state.rng_key, 1)
     site = _edge_site(config)
     new_slab = None
+    new_sigma = None
     if _edge_sampler(config) == "collapsed":
         args = (key, feats, coef, data.y, data.ylag, sigma, p[sites.PI], st, slab, spike)
+        kw = {"grid": tuple(config.slab_grid), "flip_moves": config.flip_moves}
+        if config.flip_moves and config.noise_sd is None:
+            kw["noise_prior_sd"] = float(config.noise_scale)
         if _slab_by_gibbs(config):
             f = scale_factor(st)
-            prior = (
+            kw["slab_prior"] = (
                 math.log(config.slab_scale * f),
                 config.slab_scale_sd,
                 config.spike_scale / config.slab_scale,
             )
-            new, new_slab = gibbs_edges_collapsed(*args, slab_prior=prior, grid=tuple(config.slab_grid))
-            new_slab = jnp.log(new_slab / f)  # unconstrained (log) value of the slab site
-        else:
-            new = gibbs_edges_collapsed(*args, grid=tuple(config.slab_grid))
+        new, slab_out, sigma_out = gibbs_edges_collapsed(*args, **kw)
+        if _slab_by_gibbs(config):
+            new_slab = jnp.log(slab_out / f)  # unconstrained (log) value of the slab site
+        if "noise_prior_sd" in kw:
+            # the joint flip moves also moved the residual sds: every later draw is conditional on them
+            sigma, new_sigma = sigma_out, sigma_out
     else:
         # the single-edge sweep works on the residual of the current mean
         w = coef_w(coef[..., 0] if mmm else coef)
@@ -272,6 +278,9 @@ def _gibbs_update(state, fixed: dict, data: Stage1Data, config: Stage1Config, md
         target = data.y - edge_contribution(x, w, st)
         b, phi = gibbs_intercept_ar(jax.random.fold_in(state.rng_key, 2), target, data.ylag, sigma)
         zn, fixed = state.z, {**fixed, **new, sites.INTERCEPT: b, sites.AR: phi}
+        if new_sigma is not None:
+            # NUTS moves the noise site on its unconstrained (log) scale: HalfNormal's support is positive
+            zn = {**zn, sites.NOISE: jnp.log(new_sigma).astype(zn[sites.NOISE].dtype)}
         if new_slab is not None:
             fixed = {**fixed, sites.SLAB: new_slab}
 

@@ -46,6 +46,7 @@ import numpyro.distributions as dist
 
 from dice_prob.errors import ConfigError, DataValidationError, GraphValidationError
 from dice_prob.models import linalg, sites
+from dice_prob.models.stage1_moves import collapsed_stats, joint_flip_moves
 from dice_prob.models.transforms import carryover_kernel, hill, lag_stack
 
 __all__ = [
@@ -628,6 +629,8 @@ def gibbs_edges_collapsed(
     slab_prior=None,
     n_slab_steps: int = 4,
     grid=(1.0,),
+    flip_moves: int = 0,
+    noise_prior_sd: float | None = None,
 ):
     """Collapsed Gibbs over the edge indicators, then one joint draw of every coefficient block.
 
@@ -656,9 +659,15 @@ def gibbs_edges_collapsed(
         out, indicators held): given the coefficients the spike blocks pin the slab to within a few percent, so
         a move conditional on them barely mixes.
 
+    flip_moves : number of joint Metropolis proposals per graph and node, made before the sweep, that flip one
+        or two indicators together with the node's residual sds (:mod:`dice_prob.models.stage1_moves`); 0 (the
+        default) makes none. Needs the plain slab (``grid == (1.0,)``).
+    noise_prior_sd : HalfNormal scale of ``sigma`` for those moves; ``None`` keeps ``sigma`` fixed.
+
     Returns
     -------
-    coef : (G, E, Lf) new coefficients; with ``slab_prior`` the pair ``(coef, slab)``.
+    coef, slab, sigma : (G, E, Lf) new coefficients, the slab sd (updated with ``slab_prior``, else as given)
+        and the residual sds (moved by ``flip_moves`` with ``noise_prior_sd``, else as given).
 
     Notes
     -----
@@ -684,26 +693,6 @@ def gibbs_edges_collapsed(
     fpad = jnp.concatenate([feats, jnp.zeros((r_, tp, 1, lf), feats.dtype)], axis=2)
     f = fpad[:, :, idx, :].reshape(r_, tp, j_, k_)  # (R, T', J, K)
     zb = jnp.stack([jnp.ones_like(ylag), ylag], axis=-1)  # (R, T', J, 2)
-    w = 1.0 / sigma**2  # (R, J)
-    a = w[..., None, None] * jnp.einsum("rtja,rtjb->rjab", zb, zb) + jnp.diag(
-        jnp.array([1.0 / INTERCEPT_SD**2, 1.0 / AR_SD**2], feats.dtype)
-    )
-    zf = w[..., None, None] * jnp.einsum("rtja,rtjk->rjak", zb, f)  # (R, J, 2, K)
-    zy = w[..., None] * jnp.einsum("rtja,rtj->rja", zb, y)  # (R, J, 2)
-    # 2 x 2 inverse in closed form (a LAPACK call here would add another batched custom call, see models.linalg)
-    det = a[..., 0, 0] * a[..., 1, 1] - a[..., 0, 1] * a[..., 1, 0]
-    adj = jnp.stack(
-        [jnp.stack([a[..., 1, 1], -a[..., 0, 1]], -1), jnp.stack([-a[..., 1, 0], a[..., 0, 0]], -1)], -2
-    )
-    ainv = adj / det[..., None, None]
-    gram = w[..., None, None] * jnp.einsum("rtjk,rtjl->rjkl", f, f) - jnp.einsum(
-        "rjak,rjab,rjbl->rjkl", zf, ainv, zf
-    )
-    info = w[..., None] * jnp.einsum("rtjk,rtj->rjk", f, y) - jnp.einsum("rjak,rjab,rjb->rjk", zf, ainv, zy)
-    gram = jnp.einsum("rg,rjkl->gjkl", onehot, gram)  # (G, J, K, K): shops of one graph pool
-    info = jnp.einsum("rg,rjk->gjk", onehot, info)
-    gram = 0.5 * (gram + jnp.swapaxes(gram, -1, -2))
-
     n_c = len(grid)
     mult = jnp.asarray([float(m) for m in grid], feats.dtype)
     # state of an edge: 0 = spike, c = slab component c (sd slab * grid[c - 1]); prior log weights (G, 1 + M)
@@ -727,6 +716,43 @@ def gibbs_edges_collapsed(
     valid_j = jnp.asarray(valid)
     z = jax.random.categorical(k_start, lp0 + log_w[:, None, None, :])
     z = jnp.where(valid_j[None], z, 0)
+    if flip_moves:
+        if n_c != 1:
+            raise ValueError("flip_moves needs the plain slab (grid == (1.0,))")
+        z, sigma, _ = joint_flip_moves(
+            jax.random.fold_in(rng_key, 7),
+            collapsed_stats(f, zb, y),
+            z,
+            valid,
+            sigma,
+            sd_table(slab, spike) ** -2,
+            log_w,
+            gidx,
+            jnp.array([1.0 / INTERCEPT_SD**2, 1.0 / AR_SD**2], feats.dtype),
+            lf,
+            int(flip_moves),
+            noise_prior_sd,
+        )
+    w = 1.0 / sigma**2  # (R, J)
+    a = w[..., None, None] * jnp.einsum("rtja,rtjb->rjab", zb, zb) + jnp.diag(
+        jnp.array([1.0 / INTERCEPT_SD**2, 1.0 / AR_SD**2], feats.dtype)
+    )
+    zf = w[..., None, None] * jnp.einsum("rtja,rtjk->rjak", zb, f)  # (R, J, 2, K)
+    zy = w[..., None] * jnp.einsum("rtja,rtj->rja", zb, y)  # (R, J, 2)
+    # 2 x 2 inverse in closed form (a LAPACK call here would add another batched custom call, see models.linalg)
+    det = a[..., 0, 0] * a[..., 1, 1] - a[..., 0, 1] * a[..., 1, 0]
+    adj = jnp.stack(
+        [jnp.stack([a[..., 1, 1], -a[..., 0, 1]], -1), jnp.stack([-a[..., 1, 0], a[..., 0, 0]], -1)], -2
+    )
+    ainv = adj / det[..., None, None]
+    gram = w[..., None, None] * jnp.einsum("rtjk,rtjl->rjkl", f, f) - jnp.einsum(
+        "rjak,rjab,rjbl->rjkl", zf, ainv, zf
+    )
+    info = w[..., None] * jnp.einsum("rtjk,rtj->rjk", f, y) - jnp.einsum("rjak,rjab,rjb->rjk", zf, ainv, zy)
+    gram = jnp.einsum("rg,rjkl->gjkl", onehot, gram)  # (G, J, K, K): shops of one graph pool
+    info = jnp.einsum("rg,rjk->gjk", onehot, info)
+    gram = 0.5 * (gram + jnp.swapaxes(gram, -1, -2))
+
     eye_l = jnp.eye(lf, dtype=feats.dtype)
     eye_k = jnp.eye(k_, dtype=feats.dtype)
     garange = jnp.arange(g_)[:, None, None]
@@ -815,9 +841,7 @@ def gibbs_edges_collapsed(
     ok = jnp.all(jnp.isfinite(draw), axis=(-2, -1), keepdims=True)
     draw = jnp.where(ok, draw, cpad)
     out = jnp.zeros((g_, e_ + 1, lf), coef.dtype).at[:, idx, :].set(draw)
-    if slab_prior is not None:
-        return out[:, :e_, :], slab
-    return out[:, :e_, :]
+    return out[:, :e_, :], slab, sigma
 
 
 def gibbs_intercept_ar(rng_key, target, ylag, sigma):

@@ -108,8 +108,6 @@ def test_exact_pips_scale_mixture_slab_matches_closed_form():
 
 
 def test_exact_pips_errors():
-    with pytest.raises(ConfigError, match="noise_sd"):
-        exact_pips(_panel(), config=dp.Stage1Config(n_lags=2))
     with pytest.raises(ConfigError, match="mode"):
         exact_pips(_panel(), config=dp.Stage1Config(n_lags=2, noise_sd=1.0, mode="mmm"))
     big = dp.Panel(np.random.default_rng(0).normal(size=(30, 6)))  # 5 intermediates + target: 25 edges
@@ -118,13 +116,20 @@ def test_exact_pips_errors():
 
 
 @pytest.mark.parametrize(
-    ("edge_sampler", "grid"), [("collapsed", (1.0,)), ("collapsed", (0.25, 1.0)), ("single", (1.0,))]
+    ("edge_sampler", "grid", "flips"),
+    [
+        ("collapsed", (1.0,), 0),
+        ("collapsed", (0.25, 1.0), 0),
+        ("single", (1.0,), 0),
+        ("collapsed", (1.0,), 4),
+    ],
 )
-def test_marginalised_nuts_agrees_with_exact_enumeration(edge_sampler, grid):
+def test_marginalised_nuts_agrees_with_exact_enumeration(edge_sampler, grid, flips):
     """Both edge updates, with the learned slab sd (integrated by quadrature in the reference); the collapsed
-    sampler also with a two-component scale-mixture slab (the single sweep supports the plain slab only)."""
+    sampler also with a two-component scale-mixture slab (the single sweep supports the plain slab only) and
+    with joint flip moves (indicators only here: the residual sd is fixed)."""
     panel = _panel()
-    cfg = CFG.replace(edge_sampler=edge_sampler, slab_grid=grid)
+    cfg = CFG.replace(edge_sampler=edge_sampler, slab_grid=grid, flip_moves=flips)
     ref = exact_pips(panel, config=cfg)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -154,3 +159,23 @@ def test_collapsed_sampler_moves_between_co_moving_channels():
         post = fit_graph(jax.random.key(1), panel, config=cfg)
     mask = panel.support_mask()
     assert np.abs(post.pip[0][mask] - ref[mask]).max() < 0.1, (post.pip[0][mask], ref[mask])
+
+
+@pytest.mark.parametrize("flips", [0, 4])
+def test_learned_residual_sd_agrees_with_exact_enumeration(flips):
+    """One shop with the residual sd learned (NUTS moves it; with flips the joint moves move it too): PIPs
+    against exact enumeration with each node's sd integrated over its HalfNormal prior."""
+    panel = _panel()
+    cfg = CFG.replace(noise_sd=None, flip_moves=flips)
+    ref = exact_pips(panel, config=cfg)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        post = fit_graph(jax.random.key(0), panel, config=cfg)
+    mask = panel.support_mask()
+    assert np.abs(post.pip[0][mask] - ref[mask]).max() < 0.1, (post.pip[0][mask], ref[mask])
+
+
+def test_exact_pips_with_learned_sigma_needs_one_shop():
+    two = dp.Panel(np.random.default_rng(0).normal(size=(2, 40, 3)), roles=["channel", "channel", "target"])
+    with pytest.raises(ConfigError, match="noise_sd"):
+        exact_pips(two, config=dp.Stage1Config(n_lags=1))

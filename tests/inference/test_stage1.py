@@ -157,6 +157,16 @@ def test_edge_sampler_and_learn_slab_are_validated_and_reported(shop_post):
     assert dp.Stage1Config.from_dict(dp.Stage1Config().to_dict()).slab_grid == dp.Stage1Config().slab_grid
     with pytest.raises(ConfigError, match="edge_sampler"):
         dp.Stage1Config(edge_sampler="blocked")
+    # joint flip moves live in the collapsed sampler with the plain slab
+    assert dp.Stage1Config.from_dict(dp.Stage1Config(flip_moves=3).to_dict()).flip_moves == 3
+    for bad in (
+        {"edge_sampler": "single"},
+        {"nuts_edges": True},
+        {"slab_grid": (0.5, 1.0)},
+        {"flip_moves": -1},
+    ):
+        with pytest.raises(ConfigError, match="flip_moves"):
+            dp.Stage1Config(**{"flip_moves": 2, **bad})
     with pytest.raises(ConfigError, match="learn_slab"):
         dp.Stage1Config(learn_slab="yes")
     with pytest.raises(ConfigError, match="slab_scale_sd"):
@@ -337,3 +347,14 @@ def test_node_scale_ar_residual_converts_mmm_betas_back():
     # beta trades off against the Hill half-saturation, whose posterior moves with beta's prior: agreement within
     # 30 %, well inside the factor the conversion accounts for
     assert 0.7 < means["ar_residual"] / means["zscore"] < 1.3, (means, s_target)
+
+
+def test_flip_moves_on_a_shared_graph_move_every_shops_residual_sd():
+    """Shared graph over two shops: the joint moves update the graph's indicators and each shop's residual sd
+    together; the strong edges are still found and the absent ones left out, and the noise site keeps moving."""
+    post = _fit(jax.random.key(1), _panel(), CFG.replace(graph_sharing="shared", flip_moves=3))
+    pip = post.pip[0] if post.pip.ndim == 3 else post.pip
+    assert pip[0, 2] > 0.9 and pip[2, 3] > 0.9 and pip[1, 3] > 0.9
+    assert pip[0, 3] < 0.5 and pip[1, 2] < 0.5
+    sig = np.asarray(post.samples["sigma"])  # (chain, draw, shop, node)
+    assert sig.shape[2] == 2 and np.all(np.std(sig, axis=1) > 0)
