@@ -22,6 +22,7 @@ OTHER = (
     "stage1_recovery_ar_residual",
     "stage1_recovery_mmm_source_kernel",
     "stage1_recovery_mmm_flip4",
+    "stage1_recovery_sparse_flip4",
     "stage1_shift",
     "decoder_forecast",
     "attribution_bypass",
