@@ -46,7 +46,7 @@ import numpyro.distributions as dist
 
 from dice_prob.errors import ConfigError, DataValidationError, GraphValidationError
 from dice_prob.models import linalg, sites
-from dice_prob.models.stage1_moves import collapsed_stats, joint_flip_moves
+from dice_prob.models.stage1_moves import collapsed_shop_terms, collapsed_stats, joint_flip_moves
 from dice_prob.models.transforms import carryover_kernel, hill, lag_stack
 
 __all__ = [
@@ -716,39 +716,27 @@ def gibbs_edges_collapsed(
     valid_j = jnp.asarray(valid)
     z = jax.random.categorical(k_start, lp0 + log_w[:, None, None, :])
     z = jnp.where(valid_j[None], z, 0)
+    # per shop: the edge Gram and information with each shop's (intercept, own lag) integrated out
+    bp_prec = jnp.array([1.0 / INTERCEPT_SD**2, 1.0 / AR_SD**2], feats.dtype)
+    stats = collapsed_stats(f, zb, y)
     if flip_moves:
         if n_c != 1:
             raise ValueError("flip_moves needs the plain slab (grid == (1.0,))")
         z, sigma, _ = joint_flip_moves(
             jax.random.fold_in(rng_key, 7),
-            collapsed_stats(f, zb, y),
+            stats,
             z,
             valid,
             sigma,
             sd_table(slab, spike) ** -2,
             log_w,
             gidx,
-            jnp.array([1.0 / INTERCEPT_SD**2, 1.0 / AR_SD**2], feats.dtype),
+            bp_prec,
             lf,
             int(flip_moves),
             noise_prior_sd,
         )
-    w = 1.0 / sigma**2  # (R, J)
-    a = w[..., None, None] * jnp.einsum("rtja,rtjb->rjab", zb, zb) + jnp.diag(
-        jnp.array([1.0 / INTERCEPT_SD**2, 1.0 / AR_SD**2], feats.dtype)
-    )
-    zf = w[..., None, None] * jnp.einsum("rtja,rtjk->rjak", zb, f)  # (R, J, 2, K)
-    zy = w[..., None] * jnp.einsum("rtja,rtj->rja", zb, y)  # (R, J, 2)
-    # 2 x 2 inverse in closed form (a LAPACK call here would add another batched custom call, see models.linalg)
-    det = a[..., 0, 0] * a[..., 1, 1] - a[..., 0, 1] * a[..., 1, 0]
-    adj = jnp.stack(
-        [jnp.stack([a[..., 1, 1], -a[..., 0, 1]], -1), jnp.stack([-a[..., 1, 0], a[..., 0, 0]], -1)], -2
-    )
-    ainv = adj / det[..., None, None]
-    gram = w[..., None, None] * jnp.einsum("rtjk,rtjl->rjkl", f, f) - jnp.einsum(
-        "rjak,rjab,rjbl->rjkl", zf, ainv, zf
-    )
-    info = w[..., None] * jnp.einsum("rtjk,rtj->rjk", f, y) - jnp.einsum("rjak,rjab,rjb->rjk", zf, ainv, zy)
+    gram, info, _, _ = collapsed_shop_terms(stats, sigma, bp_prec)
     gram = jnp.einsum("rg,rjkl->gjkl", onehot, gram)  # (G, J, K, K): shops of one graph pool
     info = jnp.einsum("rg,rjk->gjk", onehot, info)
     gram = 0.5 * (gram + jnp.swapaxes(gram, -1, -2))

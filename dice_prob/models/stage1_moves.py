@@ -39,7 +39,7 @@ import jax.numpy as jnp
 
 from dice_prob.models import linalg
 
-__all__ = ["collapsed_stats", "collapsed_log_evidence", "joint_flip_moves"]
+__all__ = ["collapsed_stats", "collapsed_shop_terms", "collapsed_log_evidence", "joint_flip_moves"]
 
 
 def collapsed_stats(f, zb, y) -> dict:
@@ -61,7 +61,8 @@ def collapsed_stats(f, zb, y) -> dict:
 
 
 def _inv2(a):
-    """Inverse and log-determinant of (..., 2, 2) positive-definite matrices, in closed form."""
+    """Inverse and log-determinant of (..., 2, 2) positive-definite matrices, in closed form (a LAPACK call
+    here would add another batched custom call to the sampler, see ``models.linalg``)."""
     det = a[..., 0, 0] * a[..., 1, 1] - a[..., 0, 1] * a[..., 1, 0]
     adj = jnp.stack(
         [jnp.stack([a[..., 1, 1], -a[..., 0, 1]], -1), jnp.stack([-a[..., 1, 0], a[..., 0, 0]], -1)], -2
@@ -69,7 +70,7 @@ def _inv2(a):
     return adj / det[..., None, None], jnp.log(det)
 
 
-def _shop_terms(stats, sigma, bp_prec):
+def collapsed_shop_terms(stats, sigma, bp_prec):
     """Per shop: the edge Gram and information after integrating out (intercept, own lag), the log evidence of
     the node without edges, and the (intercept, own lag) posterior precision inverse. ``sigma`` (R, J)."""
     w = sigma**-2
@@ -104,7 +105,7 @@ def collapsed_log_evidence(stats, sigma, sd, onehot, bp_prec):
     -------
     ev : (G, J) log evidence; mean : (G, J, K) posterior mean of the edge coefficients.
     """
-    gram, info, base, _ = _shop_terms(stats, sigma, bp_prec)
+    gram, info, base, _ = collapsed_shop_terms(stats, sigma, bp_prec)
     gram = jnp.einsum("rg,rjkl->gjkl", onehot, gram)
     gram = 0.5 * (gram + jnp.swapaxes(gram, -1, -2))
     info = jnp.einsum("rg,rjk->gjk", onehot, info)
@@ -125,7 +126,7 @@ def _residual_ss(stats, sd, onehot, gidx, bp_prec, mean=None):
     if mean is None:
         _, mean = collapsed_log_evidence(stats, ones, sd, onehot, bp_prec)
     c = mean[gidx]  # (R, J, K)
-    _, _, _, ainv = _shop_terms(stats, ones, bp_prec)
+    _, _, _, ainv = collapsed_shop_terms(stats, ones, bp_prec)
     bp = jnp.einsum("rjab,rjb->rja", ainv, stats["zy"] - jnp.einsum("rjak,rjk->rja", stats["zf"], c))
     fit = (
         jnp.einsum("rja,rjab,rjb->rj", bp, stats["zz"], bp)
