@@ -340,11 +340,18 @@ def kept_cells(path: Path, fast: bool, seeds, s1cfg, cmcfg, redo) -> tuple[dict,
     def as_json(cfg):  # tuples come back from JSON as lists
         return json.loads(json.dumps(cfg.to_dict()))
 
+    def stored_as_json(stored, cfg):
+        # a field added to a config class after the file was written ran with that field's default (added
+        # fields keep the old behaviour at their default, e.g. Stage1Config.flip_moves = 0)
+        if not isinstance(stored, dict):
+            return stored
+        return {**as_json(type(cfg)()), **stored}
+
     same = (
         old.get("fast") == fast
         and old.get("seeds") == list(seeds)
-        and old.get("stage1_config") == as_json(s1cfg)
-        and old.get("causalmmm_config") == as_json(cmcfg)
+        and stored_as_json(old.get("stage1_config"), s1cfg) == as_json(s1cfg)
+        and stored_as_json(old.get("causalmmm_config"), cmcfg) == as_json(cmcfg)
     )
     if not same:
         raise SystemExit(
