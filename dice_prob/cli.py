@@ -138,6 +138,12 @@ def print_summary(res, out: Path | None, *, file=None) -> None:
         lines.append(
             f"convergence  {'ok' if ok else 'POOR'}: max r_hat {_num(conv.get('max_r_hat'), '.3f')}, "
             f"min ESS {_num(conv.get('min_ess'), '.0f')}, divergences {conv.get('n_divergences', 'n/a')}"
+            + (
+                f"; flip moves accepted {_num(conv['flip_accept_rate'], '.2f')} "
+                f"(lowest node {_num(conv.get('flip_accept_min_node'), '.2f')})"
+                if conv.get("flip_accept_rate") is not None
+                else ""
+            )
         )
     lines.append(f"graph        {h.get('n_edges_pip_gt_05', 'n/a')} candidate edge(s) with PIP > 0.5")
     edges = res.tables.get("edges")

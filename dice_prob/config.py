@@ -181,7 +181,9 @@ class Stage1Config(_ConfigBase):
     fixed residual sd; when two co-moving parents are both in or both out and each state has its own residual
     sd, neither single flip is acceptable and the chains keep the state they started in (r_hat in the 1e8s on
     the default recovery cell, ``benchmarks/results/stage1_chain_modes.md``). Needs the collapsed sampler and
-    the plain slab. Not yet the default: the published Stage 1 benchmarks were run without it.
+    the plain slab. Their acceptance is reported in ``post.convergence`` (``flip_accept_rate`` over all nodes and
+    draws, ``flip_accept_min_node`` for the least mobile node). Not yet the default: the published Stage 1
+    benchmarks were run without it.
 
     Examples
     --------

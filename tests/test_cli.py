@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
 import warnings
@@ -287,3 +288,29 @@ def test_demo_fast_writes_a_complete_report(tmp_path):
     for heading in ("What was run", "Posterior graph", "Forecast", "Graph swap", "Attribution check"):
         assert heading in html
     assert (out / "summary.json").exists()
+
+
+def _summary_of(conv: dict) -> str:
+    """print_summary's text for a result that holds only a summary (no fit needed to test the formatting)."""
+    from types import SimpleNamespace
+
+    res = SimpleNamespace(
+        summary={"convergence": conv, "data": {"shape": [1, 100, 4], "target": "y"}},
+        config=SimpleNamespace(diagnostics=SimpleNamespace(hdi_prob=0.94, horizon=7)),
+        panel=SimpleNamespace(shape=(1, 100, 4), target="y"),
+        tables={},
+    )
+    buf = io.StringIO()
+    cli.print_summary(res, None, file=buf)
+    return buf.getvalue()
+
+
+def test_summary_reports_flip_move_acceptance_only_when_moves_ran():
+    base = {"ok": False, "max_r_hat": 1.2, "min_ess": 40.0, "n_divergences": 0}
+    with_moves = _summary_of({**base, "flip_accept_rate": 0.137, "flip_accept_min_node": 0.021})
+    assert (
+        "max r_hat 1.200, min ESS 40, divergences 0; flip moves accepted 0.14 (lowest node 0.02)"
+        in with_moves
+    )
+    without = _summary_of({**base, "flip_accept_rate": None, "flip_accept_min_node": None})
+    assert "convergence  POOR: max r_hat 1.200" in without and "flip" not in without

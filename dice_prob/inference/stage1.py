@@ -193,9 +193,10 @@ def _compiled(kind: str, config: Stage1Config, n: int, args):
             def body(carry, _):
                 s, fixed = carry
                 s = sample_kernel(s, model_args=(data, fixed))
+                flip_accept = None
                 if config.edge_gibbs:
-                    s, fixed = _gibbs_update(s, fixed, data, config, mdl, eig)
-                return (s, fixed), ({**s.z, **fixed}, s.diverging, s.num_steps)
+                    s, fixed, flip_accept = _gibbs_update(s, fixed, data, config, mdl, eig)
+                return (s, fixed), ({**s.z, **fixed}, s.diverging, s.num_steps, flip_accept)
 
             return lax.scan(body, state, None, length=n)
 
@@ -212,8 +213,9 @@ def _compiled(kind: str, config: Stage1Config, n: int, args):
 def _gibbs_update(state, fixed: dict, data: Stage1Data, config: Stage1Config, mdl, gram_eig=None):
     """Exact Gibbs sweep over edge blocks after a NUTS transition; refreshes potential energy and gradient.
 
-    Returns the new ``(hmc_state, fixed)``: the redrawn coefficients go into ``fixed`` when NUTS does not move
-    them, else into the NUTS position.
+    Returns the new ``(hmc_state, fixed, flip_accept)``: the redrawn coefficients go into ``fixed`` when NUTS
+    does not move them, else into the NUTS position; ``flip_accept`` is the joint flip moves' acceptance rate
+    per graph and node (``None`` without them).
     """
     st = data.structure
     z = {**state.z, **fixed}
@@ -244,6 +246,7 @@ def _gibbs_update(state, fixed: dict, data: Stage1Data, config: Stage1Config, md
     site = _edge_site(config)
     new_slab = None
     new_sigma = None
+    flip_accept = None
     if _edge_sampler(config) == "collapsed":
         args = (key, feats, coef, data.y, data.ylag, sigma, p[sites.PI], st, slab, spike)
         kw = {"grid": tuple(config.slab_grid), "flip_moves": config.flip_moves}
@@ -256,7 +259,7 @@ def _gibbs_update(state, fixed: dict, data: Stage1Data, config: Stage1Config, md
                 config.slab_scale_sd,
                 config.spike_scale / config.slab_scale,
             )
-        new, slab_out, sigma_out = gibbs_edges_collapsed(*args, **kw)
+        new, slab_out, sigma_out, flip_accept = gibbs_edges_collapsed(*args, **kw)
         if _slab_by_gibbs(config):
             new_slab = jnp.log(slab_out / f)  # unconstrained (log) value of the slab site
         if "noise_prior_sd" in kw:
@@ -288,7 +291,7 @@ def _gibbs_update(state, fixed: dict, data: Stage1Data, config: Stage1Config, md
         return potential_energy(mdl, (data,), {"obs": data.y}, {**zz, **fixed})
 
     energy, grad = jax.value_and_grad(pe)(zn)
-    return state._replace(z=zn, potential_energy=energy, z_grad=grad), fixed
+    return state._replace(z=zn, potential_energy=energy, z_grad=grad), fixed, flip_accept
 
 
 def _block_size(nw: int, ns: int, progress: bool) -> int:
@@ -352,14 +355,15 @@ def _run_nuts(rng_key, batched: Stage1Data, config: Stage1Config, *, desc: str):
     timing["compile_s"] += dt
     from tqdm.auto import tqdm
 
-    zs, divs, steps = [], [], []
+    zs, divs, steps, accs = [], [], [], []
     with tqdm(total=nw + ns, desc=desc, disable=not show, leave=False) as bar:
         for k in range((nw + ns) // blk):
-            state, (z, dv, st) = run_fn(state, batched)
+            state, (z, dv, st, acc) = run_fn(state, batched)
             if k * blk >= nw:
                 zs.append(z)
                 divs.append(dv)
                 steps.append(st)
+                accs.append(acc)
             bar.update(blk)
     z = {name: jnp.concatenate([zz[name] for zz in zs], axis=2) for name in info}
     jax.block_until_ready(z)
@@ -369,6 +373,8 @@ def _run_nuts(rng_key, batched: Stage1Data, config: Stage1Config, *, desc: str):
         "diverging": np.asarray(jnp.concatenate(divs, axis=2)),
         "num_steps": np.asarray(jnp.concatenate(steps, axis=2)),
         "step_size": np.asarray(state[0].adapt_state.step_size),
+        # (B, C, n, G, J_c) per-iteration acceptance rate of the joint flip moves, None without them
+        "flip_accept": None if accs[0] is None else np.asarray(jnp.concatenate(accs, axis=2)),
     }
     return constrained, stats, timing
 
@@ -428,7 +434,18 @@ def _convergence(samples: dict, stats: dict, config: Stage1Config) -> dict:
         "max_tree_depth_hits": int((steps >= 2**config.max_tree_depth - 1).sum()),
         "nuts_edges": _nuts_moves_edges(config),
         "edge_sampler": _edge_sampler(config) if config.edge_gibbs else "none",
+        **_flip_acceptance(stats.get("flip_accept")),
     }
+
+
+def _flip_acceptance(acc) -> dict:
+    """Acceptance of the joint flip moves over the kept draws: overall, and the lowest of any node (a node near 0
+    is not mixing between its explanations through these moves; its r_hat then tells whether the sweep did)."""
+    if acc is None or np.asarray(acc).size == 0:
+        return {"flip_accept_rate": None, "flip_accept_min_node": None}
+    a = np.asarray(acc, dtype=np.float64)  # (B, C, n, G, J_c)
+    per_node = a.mean(axis=(1, 2))  # chains and draws pooled
+    return {"flip_accept_rate": float(a.mean()), "flip_accept_min_node": float(per_node.min())}
 
 
 def _warn_if_poor(conv: dict) -> None:

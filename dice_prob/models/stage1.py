@@ -668,6 +668,8 @@ def gibbs_edges_collapsed(
     -------
     coef, slab, sigma : (G, E, Lf) new coefficients, the slab sd (updated with ``slab_prior``, else as given)
         and the residual sds (moved by ``flip_moves`` with ``noise_prior_sd``, else as given).
+    flip_accept : (G, J_c) fraction of the ``flip_moves`` proposals accepted, per graph and node with at least
+        one candidate edge; ``None`` without flip moves.
 
     Notes
     -----
@@ -719,10 +721,11 @@ def gibbs_edges_collapsed(
     # per shop: the edge Gram and information with each shop's (intercept, own lag) integrated out
     bp_prec = jnp.array([1.0 / INTERCEPT_SD**2, 1.0 / AR_SD**2], feats.dtype)
     stats = collapsed_stats(f, zb, y)
+    flip_accept = None
     if flip_moves:
         if n_c != 1:
             raise ValueError("flip_moves needs the plain slab (grid == (1.0,))")
-        z, sigma, _ = joint_flip_moves(
+        z, sigma, n_acc = joint_flip_moves(
             jax.random.fold_in(rng_key, 7),
             stats,
             z,
@@ -736,6 +739,8 @@ def gibbs_edges_collapsed(
             int(flip_moves),
             noise_prior_sd,
         )
+        # nodes without candidate edges make no real proposal: their (trivial) acceptances are left out
+        flip_accept = n_acc[:, np.asarray(valid).any(-1)].astype(feats.dtype) / int(flip_moves)
     gram, info, _, _ = collapsed_shop_terms(stats, sigma, bp_prec)
     gram = jnp.einsum("rg,rjkl->gjkl", onehot, gram)  # (G, J, K, K): shops of one graph pool
     info = jnp.einsum("rg,rjk->gjk", onehot, info)
@@ -829,7 +834,7 @@ def gibbs_edges_collapsed(
     ok = jnp.all(jnp.isfinite(draw), axis=(-2, -1), keepdims=True)
     draw = jnp.where(ok, draw, cpad)
     out = jnp.zeros((g_, e_ + 1, lf), coef.dtype).at[:, idx, :].set(draw)
-    return out[:, :e_, :], slab, sigma
+    return out[:, :e_, :], slab, sigma, flip_accept
 
 
 def gibbs_intercept_ar(rng_key, target, ylag, sigma):

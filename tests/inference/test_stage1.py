@@ -205,6 +205,8 @@ def test_short_run_warns_and_can_be_caught():
     with pytest.warns(ConvergenceWarning, match="r_hat|ESS|divergent"):
         post = fit_graph(jax.random.key(0), _panel(), config=CFG)
     assert post.convergence["ok"] is False
+    # no flip moves were made, so none are reported
+    assert post.convergence["flip_accept_rate"] is None and post.convergence["flip_accept_min_node"] is None
 
 
 def test_shared_mode_pools_shops():
@@ -358,3 +360,7 @@ def test_flip_moves_on_a_shared_graph_move_every_shops_residual_sd():
     assert pip[0, 3] < 0.5 and pip[1, 2] < 0.5
     sig = np.asarray(post.samples["sigma"])  # (chain, draw, shop, node)
     assert sig.shape[2] == 2 and np.all(np.std(sig, axis=1) > 0)
+    # the moves' acceptance is reported: some proposals pass (sigma moves with them), and flipping the strong
+    # edges off is refused, so neither 0 nor 1
+    conv = post.convergence
+    assert 0.0 < conv["flip_accept_min_node"] <= conv["flip_accept_rate"] < 1.0, conv
