@@ -69,6 +69,10 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+
+
 def write_results(
     name: str, payload: dict, markdown: str, *, wall_s: float | None = None, out: Path | None = None
 ) -> Path:
@@ -77,7 +81,7 @@ def write_results(
     out = RESULTS if out is None else Path(out)
     meta = {
         "name": name,
-        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "date": now_iso(),
         "command": command(),
         "machine": machine(),
         "wall_s": wall_s,

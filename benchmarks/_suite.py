@@ -2,12 +2,15 @@
 
 Every suite script takes ``--fast`` (small sizes for CI), ``--seeds N`` and ``--out DIR``. Full runs write to
 ``benchmarks/results/``; ``--fast`` runs default to ``benchmarks/results/fast/`` so a smoke run never overwrites the
-committed full results.
+committed full results. Scripts that loop over seeds save each finished seed under ``OUT/seeds/NAME/`` and take
+``--resume``: a full run that takes hours can be stopped and continued, reusing only seeds run with exactly the
+same settings (:func:`seed_runs`). The table is written once every seed has run, never from a subset.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 import warnings
 from pathlib import Path
@@ -31,7 +34,9 @@ GRANGER_ALPHA = 0.05  # a Granger edge is "in the graph" when p < alpha (score 1
 
 
 # --------------------------------------------------------------------------------------------- arguments / output
-def parser(doc: str) -> argparse.ArgumentParser:
+def parser(doc: str, *, resumable: bool = False) -> argparse.ArgumentParser:
+    """The suite's arguments; ``resumable`` adds ``--resume`` (scripts that run their seeds with
+    :func:`seed_runs`)."""
     ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--fast", action="store_true", help="small sizes, 1-2 seeds (CI smoke run)")
     ap.add_argument("--seeds", type=int, default=None, help="number of seeds (default 5; fewer with --fast)")
@@ -40,6 +45,12 @@ def parser(doc: str) -> argparse.ArgumentParser:
         default=None,
         help="results folder (default benchmarks/results/, or benchmarks/results/fast/ with --fast)",
     )
+    if resumable:
+        ap.add_argument(
+            "--resume",
+            action="store_true",
+            help="reuse the seeds an earlier (stopped) run saved under OUT/seeds/NAME/ with the same settings",
+        )
     return ap
 
 
@@ -52,6 +63,49 @@ def out_dir(args) -> Path:
 def write(name: str, payload: dict, markdown: str, *, wall_s: float, out: Path) -> Path:
     """``_common.write_results`` into ``out``."""
     return _common.write_results(name, payload, markdown, wall_s=wall_s, out=out)
+
+
+def _as_json(x):
+    return json.loads(json.dumps(x, default=_common._json_default))
+
+
+def seed_runs(name: str, n_seeds: int, run_one, *, fingerprint: dict, out: Path, resume: bool, report=None):
+    """Run seeds ``0 .. n_seeds - 1`` with ``run_one(seed) -> dict``, saving each finished seed atomically to
+    ``out/seeds/NAME/seed{K}.json`` together with ``fingerprint`` (everything that decides its numbers: mode,
+    settings, method configs). With ``resume`` a saved seed whose fingerprint equals this run's is reused instead
+    of rerun; any other saved seed is ignored and overwritten. ``report(seed, run)`` prints progress.
+
+    Returns ``(runs, seed_seconds, resumed)``: the per-seed dicts in seed order, each seed's wall time (as
+    recorded when it ran) and the seeds taken from an earlier run.
+    """
+    folder = Path(out) / "seeds" / name
+    fp = _as_json(fingerprint)
+    runs, secs, resumed = [], [], []
+    for s in range(n_seeds):
+        path = folder / f"seed{s}.json"
+        stored = json.loads(path.read_text()) if resume and path.is_file() else None
+        if stored is not None and stored.get("fingerprint") == fp:
+            run, dt = stored["run"], float(stored["seconds"])
+            resumed.append(s)
+            print(f"[{name}] seed {s}: reused from {path} ({stored.get('date')})", flush=True)
+        else:
+            t0 = time.perf_counter()
+            run = _as_json(run_one(s))
+            dt = time.perf_counter() - t0
+            rec = {
+                "seed": s,
+                "date": _common.now_iso(),
+                "command": _common.command(),
+                "seconds": dt,
+                "fingerprint": fp,
+                "run": run,
+            }
+            _common._atomic_write(path, json.dumps(rec, indent=1) + "\n")
+        runs.append(run)
+        secs.append(dt)
+        if report is not None:
+            report(s, run)
+    return runs, secs, resumed
 
 
 def seed_count(args) -> int:

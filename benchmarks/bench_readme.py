@@ -175,7 +175,11 @@ def build() -> str:
         "and the date. Run the whole suite with `dice-prob bench all` (5 seeds, default sizes) or "
         "`dice-prob bench all --fast` (1 seed, small sizes, writes to `benchmarks/results/fast/`, run in CI). "
         "Where only a `--fast` run exists, the tables below come from it and say so: those numbers are smoke-test "
-        "sizes (short NUTS runs, 25-epoch CausalMMM at hidden size 16) and do not settle any claim.",
+        "sizes (short NUTS runs, 25-epoch CausalMMM at hidden size 16) and do not settle any claim. A full run "
+        "takes hours: `sparse_target`, `graph_swap`, `multi_graph` and `causalmmm_layout` save every finished seed "
+        "under `benchmarks/results/seeds/` and continue a stopped run with `--resume` (only seeds run with the "
+        "same settings are reused; a table is written once all its seeds ran); `recovery_rdt` saves every seed "
+        "of a cell and continues it with `--cells NAME --merge`.",
         "",
         f"Verdict rule: **ahead** / **behind** when dice_prob's mean differs from the reference by more than "
         f"{LEVEL} (AUROC or nAUPRC units), otherwise level; against CausalMMM, both above 0.98 also counts as "

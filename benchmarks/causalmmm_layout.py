@@ -37,6 +37,7 @@ from _suite import (  # noqa: E402
     run_granger,
     run_stage1,
     seed_count,
+    seed_runs,
     stage1_config,
     targets_md,
     write,
@@ -159,20 +160,31 @@ def markdown(runs, agg, chk, fast) -> str:
 
 
 def main(argv=None) -> int:
-    args = parser(__doc__).parse_args(argv)
+    args = parser(__doc__, resumable=True).parse_args(argv)
     n_seeds = seed_count(args)
     t0 = time.perf_counter()
-    runs = []
-    for s in range(n_seeds):
-        runs.append(run_seed(s, args.fast))
-        print(
+    fingerprint = {
+        "fast": args.fast,
+        "n_shops": n_shops(args.fast),
+        "stage1_config": stage1_config("linear", args.fast).to_dict(),
+        "causalmmm_config": causalmmm_config(args.fast, leak_free=False).to_dict(),
+        "causalmmm_config_leak_free": causalmmm_config(args.fast, leak_free=True).to_dict(),
+    }
+    runs, seed_s, resumed = seed_runs(
+        NAME,
+        n_seeds,
+        lambda s: run_seed(s, args.fast),
+        fingerprint=fingerprint,
+        out=out_dir(args),
+        resume=args.resume,
+        report=lambda s, r: print(
             f"seed {s}: "
             + ", ".join(
-                f"{k} {v['auroc_all_pairs']:.3f}/{v['auroc_masked']:.3f}"
-                for k, v in runs[-1]["methods"].items()
+                f"{k} {v['auroc_all_pairs']:.3f}/{v['auroc_masked']:.3f}" for k, v in r["methods"].items()
             ),
             flush=True,
-        )
+        ),
+    )
     agg = aggregate(runs)
     chk = checks(runs, agg)
     md = markdown(runs, agg, chk, args.fast)
@@ -186,7 +198,15 @@ def main(argv=None) -> int:
         "aggregate": agg,
         "runs": runs,
     }
-    write(NAME, payload, md, wall_s=time.perf_counter() - t0, out=out_dir(args))
+    payload["seed_seconds"], payload["resumed_seeds"] = seed_s, resumed
+    if resumed:
+        md += (
+            f"\n\nSeeds {resumed} were reused from an earlier, stopped run with the same settings (`--resume`); "
+            f"their commands and dates are in `seeds/{NAME}/`."
+        )
+    # the run time of the whole table: resumed seeds count with the time they took when they ran
+    wall = time.perf_counter() - t0 + sum(seed_s[s] for s in resumed)
+    write(NAME, payload, md, wall_s=wall, out=out_dir(args))
     print(md)
     return 0
 

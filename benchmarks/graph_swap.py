@@ -20,9 +20,20 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import jax  # noqa: E402
-from _suite import causalmmm_config, f, key, mean_sd, out_dir, parser, seed_count, targets_md, write  # noqa: E402
+from _suite import (  # noqa: E402
+    causalmmm_config,
+    f,
+    key,
+    mean_sd,
+    out_dir,
+    parser,
+    seed_count,
+    seed_runs,
+    targets_md,
+    write,
+)
 from attribution_bypass import PAPER, _swap_summary  # noqa: E402
-from sparse_target import prepare, settings, train_all  # noqa: E402
+from sparse_target import fingerprint, prepare, settings, train_all  # noqa: E402
 
 from dice_prob.diagnostics.graph_swap import graph_swap  # noqa: E402
 
@@ -117,22 +128,27 @@ def markdown(runs, agg, chk, cfg, fast) -> str:
 
 
 def main(argv=None) -> int:
-    args = parser(__doc__).parse_args(argv)
+    args = parser(__doc__, resumable=True).parse_args(argv)
     cfg = settings(args.fast)
     n_seeds = seed_count(args)
     t0 = time.perf_counter()
-    runs = []
-    for s in range(n_seeds):
-        runs.append(run_seed(s, cfg, args.fast))
-        print(
+    runs, seed_s, resumed = seed_runs(
+        NAME,
+        n_seeds,
+        lambda s: run_seed(s, cfg, args.fast),
+        fingerprint=fingerprint(cfg, args.fast),
+        out=out_dir(args),
+        resume=args.resume,
+        report=lambda s, r: print(
             f"seed {s}: "
             + "; ".join(
                 f"{lab}: "
-                + ", ".join(f"{gi} {v['nauprc']:.3f}" for gi, v in runs[-1][f"swap_{lab}_decoder"].items())
+                + ", ".join(f"{gi} {v['nauprc']:.3f}" for gi, v in r[f"swap_{lab}_decoder"].items())
                 for lab in TRAINED
             ),
             flush=True,
-        )
+        ),
+    )
     agg = aggregate(runs)
     chk = checks(agg)
     md = markdown(runs, agg, chk, cfg, args.fast)
@@ -146,7 +162,15 @@ def main(argv=None) -> int:
         "aggregate": agg,
         "runs": runs,
     }
-    write(NAME, payload, md, wall_s=time.perf_counter() - t0, out=out_dir(args))
+    payload["seed_seconds"], payload["resumed_seeds"] = seed_s, resumed
+    if resumed:
+        md += (
+            f"\n\nSeeds {resumed} were reused from an earlier, stopped run with the same settings (`--resume`); "
+            f"their commands and dates are in `seeds/{NAME}/`."
+        )
+    # the run time of the whole table: resumed seeds count with the time they took when they ran
+    wall = time.perf_counter() - t0 + sum(seed_s[s] for s in resumed)
+    write(NAME, payload, md, wall_s=wall, out=out_dir(args))
     print(md)
     return 0
 

@@ -33,6 +33,7 @@ from _suite import (  # noqa: E402
     run_causalmmm,
     run_stage1,
     seed_count,
+    seed_runs,
     targets_md,
     write,
 )
@@ -144,6 +145,18 @@ def train_all(k, prep: dict, cfg: dict, labels) -> dict:
     return out
 
 
+def fingerprint(cfg: dict, fast: bool) -> dict:
+    """What decides a seed's numbers (``seed_runs`` reuses a saved seed only when this is unchanged): the settings
+    and the full configs they expand to, defaults included."""
+    return {
+        "fast": fast,
+        "settings": cfg,
+        "stage1_config": dp.Stage1Config(**cfg["stage1"]).to_dict(),
+        "decoder_config": dp.DecoderConfig(**cfg["decoder"]).to_dict(),
+        "causalmmm_config": causalmmm_config(fast, leak_free=True).to_dict(),
+    }
+
+
 def run_seed(seed: int, cfg: dict, fast: bool) -> dict:
     prep = prepare(seed, cfg, fast)
     panel, truth = prep["panel"], prep["truth"]
@@ -252,21 +265,26 @@ def markdown(runs, agg, chk, cfg, fast) -> str:
 
 
 def main(argv=None) -> int:
-    args = parser(__doc__).parse_args(argv)
+    args = parser(__doc__, resumable=True).parse_args(argv)
     cfg = settings(args.fast)
     n_seeds = seed_count(args)
     t0 = time.perf_counter()
-    runs = []
-    for s in range(n_seeds):
-        runs.append(run_seed(s, cfg, args.fast))
-        print(
+    runs, seed_s, resumed = seed_runs(
+        NAME,
+        n_seeds,
+        lambda s: run_seed(s, cfg, args.fast),
+        fingerprint=fingerprint(cfg, args.fast),
+        out=out_dir(args),
+        resume=args.resume,
+        report=lambda s, r: print(
             f"seed {s}: "
             + ", ".join(
                 f"{k} mse {v['mse7_target']:.4f} nauprc {v['ar_cig_nauprc']:.3f}"
-                for k, v in runs[-1]["decoders"].items()
+                for k, v in r["decoders"].items()
             ),
             flush=True,
-        )
+        ),
+    )
     agg = aggregate(runs)
     chk = checks(agg)
     md = markdown(runs, agg, chk, cfg, args.fast)
@@ -280,7 +298,15 @@ def main(argv=None) -> int:
         "aggregate": agg,
         "runs": runs,
     }
-    write(NAME, payload, md, wall_s=time.perf_counter() - t0, out=out_dir(args))
+    payload["seed_seconds"], payload["resumed_seeds"] = seed_s, resumed
+    if resumed:
+        md += (
+            f"\n\nSeeds {resumed} were reused from an earlier, stopped run with the same settings (`--resume`); "
+            f"their commands and dates are in `seeds/{NAME}/`."
+        )
+    # the run time of the whole table: resumed seeds count with the time they took when they ran
+    wall = time.perf_counter() - t0 + sum(seed_s[s] for s in resumed)
+    write(NAME, payload, md, wall_s=wall, out=out_dir(args))
     print(md)
     return 0
 

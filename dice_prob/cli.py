@@ -334,12 +334,17 @@ def benchmarks_dir() -> Path | None:
 
 # The issue-6 suite, in the order `dice-prob bench all` runs it; each script takes --fast, --seeds and --out.
 BENCH_SUITE = ("recovery_rdt", "sparse_target", "graph_swap", "multi_graph", "causalmmm_layout", "speed")
+# suite scripts that save every finished seed and continue a stopped run with --resume (recovery_rdt continues
+# per cell with its own --merge)
+BENCH_RESUMABLE = ("sparse_target", "graph_swap", "multi_graph", "causalmmm_layout")
 
 
 def _bench_command(bdir: Path, name: str, args) -> list[str]:
     cmd = [sys.executable, str(bdir / f"{name}.py")] + (["--fast"] if args.fast else [])
     if args.out:
         cmd += ["--out", str(Path(args.out).resolve())]
+    if getattr(args, "resume", False) and name in BENCH_RESUMABLE:
+        cmd += ["--resume"]
     return cmd
 
 
@@ -368,6 +373,16 @@ def _cmd_bench(args) -> int:
         return _bench_all(bdir, args)
     if name not in names:
         raise DataValidationError(f"bench: unknown benchmark {name!r}; available: {names} or 'all'")
+    if getattr(args, "resume", False) and name not in BENCH_RESUMABLE:
+        raise DataValidationError(
+            f"bench: --resume is only understood by {list(BENCH_RESUMABLE)}, not {name!r}; "
+            + (
+                "recovery_rdt continues a stopped run with its own --merge: python benchmarks/recovery_rdt.py "
+                "--cells NAME --merge"
+                if name == "recovery_rdt"
+                else "drop --resume"
+            )
+        )
     if args.out and name not in BENCH_SUITE:
         raise DataValidationError(
             f"bench: --out is only understood by the suite benchmarks {list(BENCH_SUITE)}, not {name!r}; "
@@ -458,6 +473,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--out",
         help="results folder of the suite benchmarks (default benchmarks/results/, benchmarks/results/fast/ "
         "with --fast, so a smoke run never overwrites the committed results)",
+    )
+    b.add_argument(
+        "--resume",
+        action="store_true",
+        help=f"continue a stopped run: reuse the seeds it saved with the same settings ({', '.join(BENCH_RESUMABLE)})",
     )
     b.set_defaults(func=_cmd_bench)
     return p

@@ -200,6 +200,22 @@ def test_bench_all_runs_the_suite_in_order_with_fast_and_out(tmp_path, monkeypat
     assert "bench all:" in capsys.readouterr().err
 
 
+def test_bench_resume_reaches_only_the_scripts_that_save_seeds(tmp_path, monkeypatch, capsys):
+    bdir = _stub_suite(tmp_path)
+    monkeypatch.setattr(cli, "benchmarks_dir", lambda: bdir)
+    out = tmp_path / "res"
+    assert cli.main(["bench", "all", "--resume", "--out", str(out)]) == 0
+    got = {c["name"]: c["args"] for c in _calls(out)}
+    assert list(got) == list(cli.BENCH_SUITE)
+    for name, a in got.items():
+        assert ("--resume" in a) == (name in cli.BENCH_RESUMABLE), (name, a)
+    assert "recovery_rdt" not in cli.BENCH_RESUMABLE and "speed" not in cli.BENCH_RESUMABLE
+    capsys.readouterr()
+    # a single script that cannot resume is refused with the way to continue it
+    assert cli.main(["bench", "recovery_rdt", "--resume"]) == 2
+    assert "--merge" in _one_error_line(capsys)
+
+
 def test_bench_all_fails_on_an_exception_but_runs_the_rest(tmp_path, monkeypatch, capfd):
     bdir = _stub_suite(tmp_path, failing=("graph_swap",))
     monkeypatch.setattr(cli, "benchmarks_dir", lambda: bdir)
