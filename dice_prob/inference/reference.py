@@ -31,20 +31,26 @@ __all__ = ["exact_pips", "MAX_EDGES"]
 MAX_EDGES = 10
 
 
-def _log_ml(y: np.ndarray, x: np.ndarray, prior_var: np.ndarray, s2: float) -> float:
-    """log N(y; 0, s2 I + X diag(prior_var) X') via the p-dimensional (Woodbury) form."""
+def _log_ml(y: np.ndarray, x: np.ndarray, prior_var: np.ndarray, s2):
+    """log N(y; 0, s2 I + X diag(prior_var) X') via the p-dimensional (Woodbury) form.
+
+    ``s2``: a residual variance (returns a float) or an array of them (returns an array of the same shape)."""
+    s2_arr = np.asarray(s2, dtype=float)
+    v = s2_arr.reshape(-1)
     n = y.size
-    prec = x.T @ x / s2 + np.diag(1.0 / prior_var)
+    xtx, xty = x.T @ x, x.T @ y
+    prec = xtx[None] / v[:, None, None] + np.diag(1.0 / prior_var)[None]
     chol = np.linalg.cholesky(prec)
-    xty = x.T @ y / s2
-    m = np.linalg.solve(prec, xty)
-    logdet_p = 2.0 * np.log(np.diag(chol)).sum()
-    return float(
-        -0.5 * n * np.log(2 * np.pi * s2)
+    b = xty[None, :] / v[:, None]
+    m = np.linalg.solve(prec, b[..., None])[..., 0]
+    logdet_p = 2.0 * np.log(np.diagonal(chol, axis1=-2, axis2=-1)).sum(-1)
+    out = (
+        -0.5 * n * np.log(2 * np.pi * v)
         - 0.5 * np.log(prior_var).sum()
         - 0.5 * logdet_p
-        - 0.5 * (y @ y / s2 - m @ xty)
+        - 0.5 * (y @ y / v - np.einsum("gk,gk->g", m, b))
     )
+    return float(out[0]) if s2_arr.ndim == 0 else out.reshape(s2_arr.shape)
 
 
 #: Gauss-Hermite nodes for the learned slab sd (log scale).
@@ -59,19 +65,7 @@ _LOG_SIGMA = np.arange(np.log(1e-3), np.log(3.0), 0.01)
 def _log_ml_sigma(y: np.ndarray, x: np.ndarray, prior_var: np.ndarray, noise_scale: float) -> float:
     """log of the integral of N(y; 0, s^2 I + X diag(prior_var) X') over s ~ HalfNormal(noise_scale)."""
     s2 = np.exp(2.0 * _LOG_SIGMA)
-    n = y.size
-    xtx, xty = x.T @ x, x.T @ y
-    prec = xtx[None] / s2[:, None, None] + np.diag(1.0 / prior_var)[None]
-    chol = np.linalg.cholesky(prec)
-    b = xty[None, :] / s2[:, None]
-    m = np.linalg.solve(prec, b[..., None])[..., 0]
-    logdet_p = 2.0 * np.log(np.diagonal(chol, axis1=-2, axis2=-1)).sum(-1)
-    log_ml = (
-        -0.5 * n * np.log(2 * np.pi * s2)
-        - 0.5 * np.log(prior_var).sum()
-        - 0.5 * logdet_p
-        - 0.5 * (y @ y / s2 - np.einsum("gk,gk->g", m, b))
-    )
+    log_ml = _log_ml(y, x, prior_var, s2)
     # HalfNormal density of s, times ds = s du on the log grid
     sig = np.sqrt(s2)
     log_prior = 0.5 * np.log(2.0 / np.pi) - np.log(noise_scale) - 0.5 * (sig / noise_scale) ** 2 + _LOG_SIGMA
