@@ -108,6 +108,23 @@ def seed_runs(name: str, n_seeds: int, run_one, *, fingerprint: dict, out: Path,
     return runs, secs, resumed
 
 
+def write_seeded(
+    name: str, payload: dict, markdown: str, *, t0: float, seed_seconds, resumed, out: Path
+) -> str:
+    """:func:`write` for a table built with :func:`seed_runs`: records each seed's run time and the resumed seeds,
+    says so under the table, and counts the resumed seeds' own run time in the wall time (the whole table's
+    cost). ``t0``: ``time.perf_counter()`` when this run started. Returns the markdown as written."""
+    payload = {**payload, "seed_seconds": list(seed_seconds), "resumed_seeds": list(resumed)}
+    if resumed:
+        markdown += (
+            f"\n\nSeeds {list(resumed)} were reused from an earlier, stopped run with the same settings "
+            f"(`--resume`); their commands and dates are in `seeds/{name}/`."
+        )
+    wall = time.perf_counter() - t0 + sum(seed_seconds[s] for s in resumed)
+    write(name, payload, markdown, wall_s=wall, out=out)
+    return markdown
+
+
 def seed_count(args) -> int:
     """``--seeds``, else 1 seed with ``--fast`` and 5 for a full run."""
     return args.seeds or (1 if args.fast else 5)

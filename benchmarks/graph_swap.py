@@ -30,7 +30,7 @@ from _suite import (  # noqa: E402
     seed_count,
     seed_runs,
     targets_md,
-    write,
+    write_seeded,
 )
 from attribution_bypass import PAPER, _swap_summary  # noqa: E402
 from sparse_target import fingerprint, prepare, settings, train_all  # noqa: E402
@@ -162,15 +162,7 @@ def main(argv=None) -> int:
         "aggregate": agg,
         "runs": runs,
     }
-    payload["seed_seconds"], payload["resumed_seeds"] = seed_s, resumed
-    if resumed:
-        md += (
-            f"\n\nSeeds {resumed} were reused from an earlier, stopped run with the same settings (`--resume`); "
-            f"their commands and dates are in `seeds/{NAME}/`."
-        )
-    # the run time of the whole table: resumed seeds count with the time they took when they ran
-    wall = time.perf_counter() - t0 + sum(seed_s[s] for s in resumed)
-    write(NAME, payload, md, wall_s=wall, out=out_dir(args))
+    md = write_seeded(NAME, payload, md, t0=t0, seed_seconds=seed_s, resumed=resumed, out=out_dir(args))
     print(md)
     return 0
 
