@@ -48,6 +48,13 @@ class ConvergenceWarning(UserWarning):
     """MCMC or training converged poorly (r_hat > 1.01, low ESS, divergences, early-stopping at the first epoch)."""
 
 
+class ForecastSkillWarning(ConvergenceWarning):
+    """A trained decoder forecasts the target no better than a reference forecast (the shop's training mean or a
+    least-squares AR of the target's own lags): training ended somewhere the graph earns no forecast skill, so its
+    attributions rest on nothing the data confirms. A subclass of :class:`ConvergenceWarning`, so one filter
+    silences both."""
+
+
 def check(condition: bool, message: str, error: type[DiceProbError] = DataValidationError) -> None:
     """Raise ``error(message)`` unless ``condition`` holds.
 

@@ -34,8 +34,14 @@ import pandas as pd
 from dice_prob._io_atomic import COMPLETE_MARKER, atomic_directory, atomic_write_text
 from dice_prob.config import PipelineConfig
 from dice_prob.data.panel import Panel
-from dice_prob.data.windows import window_origins
-from dice_prob.errors import ConfigError, DataValidationError, DiceProbError, InputTypeError
+from dice_prob.data.windows import DEFAULT_TEST_FRACTION, test_start, window_origins
+from dice_prob.errors import (
+    ConfigError,
+    DataValidationError,
+    DiceProbError,
+    ForecastSkillWarning,
+    InputTypeError,
+)
 from dice_prob.graph import validate_adjacency
 
 __all__ = [
@@ -609,6 +615,54 @@ def _influence(decoder, panel: Panel, graphs, cfg, rng_key, *, horizon: int):
     )
 
 
+def _reference_forecasts(panel: Panel, windows, horizon: int, n_lags: int) -> dict:
+    """Target MSE@h of the reference forecasts on the decoder's own test windows (standardised units).
+
+    The shop means and the least-squares AR(``n_lags``) (shared lags, an intercept per shop) are fitted on the
+    steps before the test region,
+    which the test windows forecast into, so neither sees what it is scored on.
+    """
+    from dice_prob.models import forecast_baselines as fb
+
+    ti = panel.target_index
+    fit = np.asarray(panel.scaled[:, : test_start(panel.n_steps, DEFAULT_TEST_FRACTION, horizon), ti])
+    hist = np.asarray(windows.history[..., ti])
+    fut = np.asarray(windows.future[..., ti])
+    p = max(1, min(int(n_lags), hist.shape[1], fit.shape[1] - 2))
+    intercept, coef = (
+        np.asarray(a) for a in fb.fit_ar(fit, p)
+    )  # one intercept per shop: shops differ in level
+    forecasts = {
+        "persistence": fb.persistence_forecast(hist, horizon),
+        "flat_mean": fb.mean_forecast(fit, np.asarray(windows.shop), horizon),
+        "ls_ar": fb.ar_forecast(intercept[np.asarray(windows.shop)], coef, hist, horizon),
+    }
+    out = {k: float(((np.asarray(v) - fut) ** 2).mean()) for k, v in forecasts.items()}
+    out["ls_ar_lags"] = p
+    return out
+
+
+def _forecast_skill(mse7: float, ref: dict, horizon: int, notes: list[str]) -> dict:
+    """Whether the posterior-trained decoder beats each reference forecast; warn and note when it does not."""
+    beats = {k: bool(mse7 < ref[k]) for k in ("persistence", "flat_mean", "ls_ar")}
+    names = {
+        "persistence": "the last value",
+        "flat_mean": "the shop's training mean",
+        "ls_ar": f"a least-squares AR({ref['ls_ar_lags']}) of the target's own lags",
+    }
+    missed = [k for k, ok in beats.items() if not ok]
+    if missed:
+        what = ", ".join(f"{names[k]} ({ref[k]:.4g})" for k in missed)
+        msg = (
+            f"decoder[posterior]: target MSE@{horizon} {mse7:.4g} does not beat {what}; the channels and the graph "
+            "add no forecast skill on these test windows, so read its influence scores with care (more data, a "
+            "smaller decoder or a different DecoderConfig may help)"
+        )
+        warnings.warn(msg, ForecastSkillWarning, stacklevel=3)
+        notes.append(msg)
+    return beats
+
+
 def _by_shop(res, n_shops: int) -> tuple[np.ndarray, np.ndarray]:
     """Per-shop influence (S, R, d, d) from per-window scores, and which shops have a window."""
     bw = np.asarray(res.by_window)
@@ -848,7 +902,8 @@ def run_pipeline(
     fut = np.asarray(windows.future)
     mse7 = ((fc[..., ti] - fut[None, ..., ti]) ** 2).mean(axis=(1, 2))
     mse7_all = ((fc - fut[None]) ** 2).mean(axis=(1, 2, 3))
-    persistence = float(((windows.history[:, -1:, ti] - fut[..., ti]) ** 2).mean())
+    reference = _reference_forecasts(panel, windows, horizon, dcfg.ar_lags)
+    persistence = reference["persistence"]
     # fan chart: the latest test window of the first evaluated shop, in raw units
     shop = int(windows.shop[np.argmax(windows.origin)])
     sel = np.flatnonzero(windows.shop == shop)
@@ -922,7 +977,15 @@ def run_pipeline(
     if "auroc" in sc_main:
         main_row["ar_cig_auroc"] = float(np.mean(sc_main["auroc"]))
     comparison_rows.insert(0, main_row)
-    comparison_rows.append({"decoder": "persistence", "graph_input": "(last value)", "mse7": persistence})
+    comparison_rows += [
+        {"decoder": "persistence", "graph_input": "(last value)", "mse7": persistence},
+        {"decoder": "flat mean", "graph_input": "(shop's training mean)", "mse7": reference["flat_mean"]},
+        {
+            "decoder": f"least-squares AR({reference['ls_ar_lags']})",
+            "graph_input": "(target's own lags)",
+            "mse7": reference["ls_ar"],
+        },
+    ]
     timings["comparison"] = time.perf_counter() - t0
     cpu["comparison"] = time.process_time() - c0
 
@@ -951,6 +1014,10 @@ def run_pipeline(
         "mse7": _summ(mse7, hdi_prob),
         "mse7_all_nodes": _summ(mse7_all, hdi_prob),
         "mse7_persistence": persistence,
+        "mse7_flat_mean": reference["flat_mean"],
+        "mse7_ls_ar": reference["ls_ar"],
+        "ls_ar_lags": reference["ls_ar_lags"],
+        "beats_reference_forecasts": _forecast_skill(float(mse7.mean()), reference, horizon, notes),
         "n_edges_pip_gt_05": int(((pip > 0.5) & mask).sum()),
         "n_edges_pip_gt_05_per_unit": (
             [int(x) for x in ((pip > 0.5) & mask).sum(axis=(-1, -2))] if pip.ndim == 3 else None

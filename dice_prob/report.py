@@ -417,6 +417,16 @@ def _context(res) -> dict:
         "mse7": _summ_str(h.get("mse7"), prob),
         "mse7_all": _summ_str(h.get("mse7_all_nodes"), prob),
         "mse7_persistence": _fmt(h.get("mse7_persistence")),
+        "mse7_flat_mean": _fmt(h.get("mse7_flat_mean")) if "mse7_flat_mean" in h else None,
+        "mse7_ls_ar": _fmt(h.get("mse7_ls_ar")) if "mse7_ls_ar" in h else None,
+        "ls_ar_lags": h.get("ls_ar_lags"),
+        "missed_references": [
+            {"persistence": "the last value", "flat_mean": "the shop's training mean"}.get(
+                k, f"the least-squares AR({h.get('ls_ar_lags')})"
+            )
+            for k, ok in (h.get("beats_reference_forecasts") or {}).items()
+            if not ok
+        ],
         "horizon": res.config.diagnostics.horizon,
         "n_draws": int(np.shape(res.ar_cig)[0]),
         "n_edges": h.get("n_edges_pip_gt_05"),

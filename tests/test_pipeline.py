@@ -13,7 +13,14 @@ import pytest
 from dice_prob import pipeline as pl
 from dice_prob.config import DecoderConfig, DiagnosticsConfig, PipelineConfig, Stage1Config
 from dice_prob.data import simulate
-from dice_prob.errors import ConfigError, ConvergenceWarning, DataValidationError, InputTypeError
+from dice_prob.data.windows import forecast_windows, test_start
+from dice_prob.errors import (
+    ConfigError,
+    ConvergenceWarning,
+    DataValidationError,
+    ForecastSkillWarning,
+    InputTypeError,
+)
 from dice_prob.report import SECTIONS
 
 #: Tiny settings: 2 shops x 60 steps, NUTS 50 + 50 on one chain, a 3-epoch decoder.
@@ -78,11 +85,64 @@ def test_result_shapes_and_headline(result, sim):
     assert np.asarray(result.forecast["draws"]).shape == (s, TINY.diagnostics.horizon)
     h = result.summary["headline"]
     assert {"mse7", "mse7_persistence", "ar_cig_nauprc", "pip_scores", "attribution"} <= set(h)
+    # the reference forecasts sit beside the decoder, and the skill flags agree with the numbers
+    beats = h["beats_reference_forecasts"]
+    for key, mse in (
+        ("persistence", h["mse7_persistence"]),
+        ("flat_mean", h["mse7_flat_mean"]),
+        ("ls_ar", h["mse7_ls_ar"]),
+    ):
+        assert beats[key] == (float(result.mse7.mean()) < mse)
+    labels = list(result.tables["comparison"]["decoder"])
+    assert labels[-3:] == ["persistence", "flat mean", f"least-squares AR({h['ls_ar_lags']})"]
     assert h["mse7"]["hdi_low"] <= h["mse7"]["mean"] <= h["mse7"]["hdi_high"]
     assert h["attribution"]["verdict"] in ("follows", "weak", "does not follow", "undetermined")
     assert 0.0 <= h["pip_scores"]["auroc"] <= 1.0
     # PIPs are zero off the role support (nothing flows into a channel)
     assert np.all(result.pip[:, ~result.support_mask] == 0)
+
+
+def test_reference_forecasts_match_numpy(sim):
+    """Persistence, shop means and an LS AR(p) with shop intercepts, fitted before the test region, vs NumPy."""
+    panel, horizon, p = sim.panel, 7, 3
+    w = forecast_windows(panel.scaled, history=12, horizon=horizon, split="test")
+    ref = pl._reference_forecasts(panel, w, horizon, p)
+    ti = panel.target_index
+    fit = panel.scaled[:, : test_start(panel.n_steps, 0.2, horizon), ti]
+    eye = np.eye(panel.n_shops)
+    rows = [np.r_[eye[s], y[t - p : t][::-1]] for s, y in enumerate(fit) for t in range(p, y.size)]
+    ys = [y[t] for y in fit for t in range(p, y.size)]
+    coef = np.linalg.lstsq(np.asarray(rows), np.asarray(ys), rcond=None)[0]
+    ar = np.zeros((len(w), horizon))
+    for n in range(len(w)):
+        buf = list(w.history[n, -p:, ti][::-1])
+        for h in range(horizon):
+            ar[n, h] = coef[w.shop[n]] + float(np.dot(coef[panel.n_shops :], buf[:p]))
+            buf.insert(0, ar[n, h])
+    fut = w.future[..., ti]
+    assert ref["ls_ar_lags"] == p
+    np.testing.assert_allclose(ref["ls_ar"], ((ar - fut) ** 2).mean(), rtol=1e-4)
+    np.testing.assert_allclose(
+        ref["flat_mean"], ((fit.mean(axis=1)[w.shop][:, None] - fut) ** 2).mean(), rtol=1e-5
+    )
+    np.testing.assert_allclose(ref["persistence"], ((w.history[:, -1:, ti] - fut) ** 2).mean(), rtol=1e-6)
+
+
+def test_forecast_skill_warns_only_when_a_reference_wins():
+    ref = {"persistence": 0.9, "flat_mean": 0.6, "ls_ar": 0.5, "ls_ar_lags": 7}
+    notes = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert pl._forecast_skill(0.4, ref, 7, notes) == {
+            "persistence": True,
+            "flat_mean": True,
+            "ls_ar": True,
+        }
+    assert notes == []
+    with pytest.warns(ForecastSkillWarning, match=r"AR\(7\)"):
+        beats = pl._forecast_skill(0.55, ref, 7, notes)
+    assert beats == {"persistence": True, "flat_mean": True, "ls_ar": False}
+    assert len(notes) == 1 and "0.55" in notes[0] and "training mean" not in notes[0]
 
 
 def test_summary_records_seeds_versions_timings_convergence(result):

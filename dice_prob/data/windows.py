@@ -14,6 +14,7 @@ import math
 import jax
 import numpy as np
 
+from dice_prob.data.panel import DEFAULT_TEST_FRACTION
 from dice_prob.errors import DataValidationError
 
 
@@ -67,7 +68,9 @@ def test_start(n_steps: int, test_fraction: float, horizon: int = 1) -> int:
 test_start.__test__ = False  # a library function, not a pytest test (its name starts with "test")
 
 
-def window_origins(n_steps: int, *, history: int, horizon: int, split: str, test_fraction: float = 0.2):
+def window_origins(
+    n_steps: int, *, history: int, horizon: int, split: str, test_fraction: float = DEFAULT_TEST_FRACTION
+):
     """Valid origins ``t0`` for ``split`` in {'train', 'test', 'all'}.
 
     Examples
@@ -115,7 +118,7 @@ def forecast_windows(
     history: int,
     horizon: int,
     split: str = "test",
-    test_fraction: float = 0.2,
+    test_fraction: float = DEFAULT_TEST_FRACTION,
     context=None,
     max_windows: int | None = None,
     rng_key=None,
