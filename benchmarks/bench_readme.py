@@ -27,6 +27,7 @@ OTHER = (
     "decoder_forecast",
     "attribution_bypass",
     "demo_timing",
+    "demo_forecast",
 )
 
 

@@ -208,7 +208,9 @@ def _cmd_demo(args) -> int:
         if args.fast:
             config = fast_config(config)
     config = _with_progress_bars(config, sys.stderr.isatty() and not args.quiet)
-    res = run_pipeline(_key(args.seed), sim.panel, config=config, truth=sim.graph, log=log)
+    res = run_pipeline(
+        _key(args.seed), sim.panel.with_centre(args.centre), config=config, truth=sim.graph, log=log
+    )
     note = f"data: embedded default (funnel mode='mmm', {'fast' if args.fast else 'full'} setting, fixed key)"
     if args.fast:
         note += (
@@ -220,6 +222,16 @@ def _cmd_demo(args) -> int:
     out = res.save(args.out, report=True)
     print_summary(res, out)
     return EXIT_OK
+
+
+def _add_centre(parser) -> None:
+    parser.add_argument(
+        "--centre",
+        choices=("shop", "pooled"),
+        default="shop",
+        help="standardise each shop's nodes around its own training mean (shop, default: shops differ in level) "
+        "or around one mean pooled over shops (pooled)",
+    )
 
 
 def _check_out(out) -> None:
@@ -281,6 +293,7 @@ def read_panel_csv(args):
         train_steps=train_steps,
         shop_ids=panel.shop_ids,
         time_index=panel.time_index,
+        centre=args.centre,
     )
 
 
@@ -434,6 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--fast", action="store_true", help="small setting for CI and tutorials (about a minute)")
     d.add_argument("--seed", type=int, default=0, help="pipeline seed (the data key is fixed)")
     d.add_argument("--config", help="TOML/JSON PipelineConfig file overriding the demo setting")
+    _add_centre(d)
     d.set_defaults(func=_cmd_demo)
 
     r = sub.add_parser("run", help="run the pipeline on your own CSV (long or wide)")
@@ -461,6 +475,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, default=0, help="pipeline seed")
     r.add_argument("--out", required=True, help="result folder")
     r.add_argument("--fast", action="store_true", help="small setting (short NUTS, few epochs)")
+    _add_centre(r)
     r.set_defaults(func=_cmd_run)
 
     rep = sub.add_parser("report", help="rebuild report.html from a saved result folder")

@@ -501,6 +501,7 @@ def load_result(path: str | os.PathLike) -> PipelineResult:
         info["roles"],
         ctx,
         train_steps=info["train_steps"],
+        centre=info.get("centre", "pooled"),  # results saved before the option existed are pooled
         shop_ids=list(frame["shop"].to_numpy()[::t]),
         time_index=list(frame["time"].to_numpy()[:t]),
     )
@@ -909,7 +910,7 @@ def run_pipeline(
     sel = np.flatnonzero(windows.shop == shop)
     last = int(sel[np.argmax(windows.origin[sel])])
     origin = int(windows.origin[last])
-    fan = panel.inverse_transform(fc[:, last, :, ti], node=ti)
+    fan = panel.inverse_transform(fc[:, last, :, ti], node=ti, shop=shop)
     forecast = {
         "shop": shop,
         "shop_id": str(panel.shop_ids[shop]),
@@ -1045,6 +1046,7 @@ def run_pipeline(
             "roles": list(panel.roles),
             "target": panel.target,
             "train_steps": int(panel.train_steps),
+            "centre": panel.centre,
             "n_context": 0 if panel.context is None else int(panel.context.shape[1]),
             "has_truth": truth is not None,
             "n_test_windows": len(windows),

@@ -269,14 +269,21 @@ def test_run_on_csv_matches_python_api(sim, tmp_path, capsys):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         api = run_pipeline(jax.random.key(11), sim.panel, config=TINY)
-    for layout in ("wide", "long"):
+    # wide runs with the CLI's default shop centring, long with --centre pooled (the API's default); Stage 1 has an
+    # intercept per shop, so its PIPs are the same either way
+    for layout, centre in (("wide", "shop"), ("long", "pooled")):
         csv = write_csv(sim.panel, tmp_path / f"{layout}.csv", layout=layout)
         out = tmp_path / f"out_{layout}"
         args = _run_args(
             csv, out, "--config", str(cfg_path), "--seed", "11", "--context", "context0", "context1"
         )
+        if centre == "pooled":
+            args += ["--centre", "pooled"]
         assert cli.main(args) == 0, capsys.readouterr().err
         res = load_result(out)
+        assert res.panel.centre == centre  # saved and restored with the result
+        shop_means = res.panel.scaled[:, : res.panel.train_steps].mean(axis=1)
+        assert np.allclose(shop_means, 0.0, atol=1e-9) == (centre == "shop")
         np.testing.assert_allclose(res.pip, api.pip, atol=1e-6)
         np.testing.assert_array_equal(res.panel.values, sim.panel.values)
         assert res.panel.train_steps == sim.panel.train_steps

@@ -18,6 +18,8 @@ from dice_prob.graph import ROLES, support_mask_from_roles
 
 # the test region of the forecast windows (dice_prob.data.windows.test_start): the last 20 % of the steps
 DEFAULT_TEST_FRACTION = 0.2
+#: How :attr:`Panel.scaled` centres each node: one pooled mean, or also each shop's own training mean.
+CENTRES = ("pooled", "shop")
 
 
 def default_train_steps(n_steps: int) -> int:
@@ -62,6 +64,12 @@ class Panel:
         built without it never lets a fit see its own test period. Pass ``train_steps=T`` to use every step.
     shop_ids, time_index : sequence, optional
         Labels kept for frames and reports.
+    centre : {"pooled", "shop"}
+        ``pooled`` (default): :attr:`scaled` subtracts one mean per node, pooled over shops, so shops keep their
+        levels. ``shop``: each shop's node is also centred on its own training-step mean (a fixed effect per
+        shop; the scale stays pooled, so shops keep their relative variability). Forecasters that share
+        intercepts across shops then need not carry each shop's level through their lags. Raw ``values`` are
+        never changed.
 
     Raises
     ------
@@ -87,7 +95,10 @@ class Panel:
         train_steps: int | None = None,
         shop_ids: Sequence | None = None,
         time_index: Sequence | None = None,
+        centre: str = "pooled",
     ) -> None:
+        if centre not in CENTRES:
+            raise DataValidationError(f"centre: expected one of {CENTRES}, got {centre!r}")
         v = _as_float_array(values, "values")
         if v.ndim == 2:
             v = v[None]
@@ -171,6 +182,11 @@ class Panel:
             )
         self.mean_.setflags(write=False)
         self.scale_.setflags(write=False)
+        self.centre = centre
+        # per-shop offsets in standardised units (zeros when pooled): the shop's training-step mean
+        z_train = (v[:, :ts, :] - self.mean_) / self.scale_
+        self.shop_mean_ = z_train.mean(axis=1) if centre == "shop" else np.zeros((r_, d_))
+        self.shop_mean_.setflags(write=False)
 
     # ------------------------------------------------------------------ basic properties
     @property
@@ -218,16 +234,40 @@ class Panel:
     # ------------------------------------------------------------------ transforms
     @property
     def scaled(self) -> np.ndarray:
-        """Standardised values ``(values - mean_) / scale_``, shape (R, T, d)."""
-        return (self._values - self.mean_) / self.scale_
+        """Standardised values ``(values - mean_) / scale_ - shop_mean_``, shape (R, T, d)."""
+        return (self._values - self.mean_) / self.scale_ - self.shop_mean_[:, None, :]
 
-    def inverse_transform(self, x, node: int | str | None = None) -> np.ndarray:
-        """Map standardised values back to raw units (all nodes on the last axis, or one ``node``)."""
+    def inverse_transform(self, x, node: int | str | None = None, *, shop: int | None = None) -> np.ndarray:
+        """Map standardised values of one ``shop`` back to raw units (all nodes on the last axis, or one ``node``).
+
+        ``shop`` may be omitted only for a pooled-centred panel, whose standardisation is the same for every shop.
+        """
         x = np.asarray(x, dtype=np.float64)
+        if shop is None:
+            if self.centre != "pooled":
+                raise DataValidationError(
+                    "shop: this panel is centred per shop (centre='shop'); pass the shop index the values belong to"
+                )
+            offset = np.zeros(self.n_nodes)
+        else:
+            offset = self.shop_mean_[int(shop)]
         if node is None:
-            return x * self.scale_ + self.mean_
+            return (x + offset) * self.scale_ + self.mean_
         k = self.node_index(node) if isinstance(node, str) else int(node)
-        return x * self.scale_[k] + self.mean_[k]
+        return (x + offset[k]) * self.scale_[k] + self.mean_[k]
+
+    def with_centre(self, centre: str) -> Panel:
+        """The same data with another ``centre`` (see the class docstring)."""
+        return Panel(
+            self._values,
+            self.nodes,
+            self.roles,
+            self.context,
+            train_steps=self.train_steps,
+            shop_ids=self.shop_ids,
+            time_index=self.time_index,
+            centre=centre,
+        )
 
     def support_mask(self, *, target_is_sink: bool = True) -> np.ndarray:
         """(d, d) boolean mask of pairs that may be edges, from the node roles (see ``graph.support_mask_from_roles``)."""
@@ -263,12 +303,14 @@ class Panel:
             train_steps=self.train_steps,
             shop_ids=[self.shop_ids[k] for k in idx],
             time_index=self.time_index,
+            centre=self.centre,
         )
 
     def __repr__(self) -> str:
         r, t, d = self.shape
         ctx = "" if self.context is None else f", context={self.context.shape[1]}"
-        return f"Panel(shops={r}, steps={t}, nodes={list(self.nodes)}, target={self.target!r}{ctx})"
+        cen = "" if self.centre == "pooled" else f", centre={self.centre!r}"
+        return f"Panel(shops={r}, steps={t}, nodes={list(self.nodes)}, target={self.target!r}{ctx}{cen})"
 
     # ------------------------------------------------------------------ pandas
     def to_frame(self, layout: str = "wide", *, time: str = "time", shop: str = "shop") -> pd.DataFrame:

@@ -450,7 +450,7 @@ def forecast_fan_data(
     ctx = None if panel.context is None else np.asarray(panel.context)[[int(shop)]]
     win = Windows(x[shop, t0 - w + 1 : t0 + 1][None], fut, np.zeros(1, dtype=int), np.array([t0]), ctx)
     fc, _ = forecast_draws(decoder, win, g, horizon=horizon, n_windows=None)
-    draws = panel.inverse_transform(fc[:, 0, :, node_k], node=node_k)  # (n, H)
+    draws = panel.inverse_transform(fc[:, 0, :, node_k], node=node_k, shop=int(shop))  # (n, H)
     bounds = hdi(draws, hdi_prob, axis=0)  # (H, 2)
     n_hist = w if show_history is None else min(int(show_history), w)
     hist_steps = np.arange(t0 - n_hist + 1, t0 + 1)

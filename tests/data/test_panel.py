@@ -247,3 +247,39 @@ def test_from_frame_errors(panel):
     nan.loc[7, "pv"] = np.nan
     with pytest.raises(DataValidationError, match="NaN"):
         Panel.from_frame(nan, time="time", shop="shop", target="sales")
+
+
+def test_shop_centring_removes_each_shops_training_level():
+    rng = np.random.default_rng(3)
+    levels = np.array([0.0, 5.0, -3.0])[:, None, None]  # three shops at very different levels
+    raw = levels + rng.normal(size=(3, 40, 4)) * np.array([1.0, 2.0, 0.5, 1.5])
+    pooled = Panel(raw, train_steps=30)
+    shop = Panel(raw, train_steps=30, centre="shop")
+    z = shop.scaled
+    # every shop's node has mean 0 over the training steps; the scale stays the pooled one
+    np.testing.assert_allclose(z[:, :30].mean(axis=1), 0.0, atol=1e-12)
+    np.testing.assert_allclose(
+        pooled.scaled - z, np.broadcast_to(shop.shop_mean_[:, None, :], z.shape), atol=1e-12
+    )
+    np.testing.assert_array_equal(shop.scale_, pooled.scale_)
+    np.testing.assert_allclose(
+        shop.shop_mean_ * shop.scale_ + shop.mean_, raw[:, :30].mean(axis=1), atol=1e-12
+    )
+    np.testing.assert_array_equal(pooled.shop_mean_, 0.0)
+    # raw units come back per shop, one node or all
+    for k in range(3):
+        np.testing.assert_allclose(shop.inverse_transform(z[k], shop=k), raw[k], atol=1e-12)
+        np.testing.assert_allclose(
+            shop.inverse_transform(z[k, :, 2], node=2, shop=k), raw[k, :, 2], atol=1e-12
+        )
+    np.testing.assert_allclose(pooled.inverse_transform(pooled.scaled[1]), raw[1], atol=1e-12)
+    with pytest.raises(DataValidationError, match="shop"):
+        shop.inverse_transform(z[0])  # which shop's level to add back is ambiguous
+    # subsets and with_centre keep the convention; the values never change
+    sub = shop.subset([2, 0])
+    assert sub.centre == "shop" and "centre='shop'" in repr(sub)
+    np.testing.assert_allclose(sub.scaled[:, :30].mean(axis=1), 0.0, atol=1e-12)
+    np.testing.assert_array_equal(pooled.with_centre("shop").scaled, z)
+    np.testing.assert_array_equal(shop.values, raw)
+    with pytest.raises(DataValidationError, match="centre"):
+        Panel(raw, centre="per-shop")
