@@ -25,6 +25,7 @@ OTHER = (
     "stage1_recovery_sparse_flip4",
     "stage1_shift",
     "decoder_forecast",
+    "decoder_forecast_shop_centred",
     "attribution_bypass",
     "demo_timing",
     "demo_forecast",

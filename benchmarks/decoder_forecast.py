@@ -2,8 +2,8 @@
 
 For ``sparse_target`` and ``funnel(mode="mmm")`` (dice_prob.simulate), per seed: decoders trained with the oracle,
 empty and full graphs (graph-safe), the dense baseline and the AR-only baseline, against persistence (last
-value), flat mean (0 on standardised data) and a least-squares AR(p) forecast of the target fitted on the train
-split. All scores are target (and all-node) MSE@7 on the TEST windows of the standardised panel.
+value), flat mean (0 on standardised data), a least-squares AR(p) forecast of the target fitted before the test
+region with one pooled intercept, each shop's training mean, and the same AR(p) with one intercept per shop. All scores are target (and all-node) MSE@7 on the TEST windows of the standardised panel.
 
 Checks: oracle within 20% of the best of {empty, full, dense}; every decoder clearly (>= 20%) better than
 persistence; every decoder better than flat mean and the least-squares AR(p) forecast of the target. Per seed, each
@@ -14,7 +14,8 @@ Speed: (1) one training run on the default funnel (d=8, T=100, 10 shops), wall t
 (2) a frozen decoder's 7-step rollout under 200 graph samples x 64 windows in one vmapped jitted call vs a Python
 loop over the 200 samples (each iteration a jitted call vmapped over the 64 windows), both after warm-up.
 
-Usage: ``python benchmarks/decoder_forecast.py [--fast]`` (fast: 1 seed and fewer epochs).
+Usage: ``python benchmarks/decoder_forecast.py [--fast] [--centre pooled|shop]`` (fast: 1 seed and fewer epochs;
+``--centre shop`` centres every panel per shop and writes ``decoder_forecast_shop_centred``).
 """
 
 from __future__ import annotations
@@ -37,33 +38,29 @@ from dice_prob.data import simulate  # noqa: E402
 from dice_prob.data.windows import forecast_windows  # noqa: E402
 from dice_prob.diagnostics.metrics import mse_at_h  # noqa: E402
 from dice_prob.inference.train import evaluate_mse, train_decoder  # noqa: E402
+from dice_prob.models import forecast_baselines as fb  # noqa: E402
 
 HORIZON = 7
 DECODERS = ("oracle", "empty", "full", "dense", "ar_only")
+# reference forecasts of the target: last value, pooled training mean (0), pooled-intercept LS AR(7), each shop's
+# training mean, LS AR(7) with one intercept per shop
+REFERENCES = ("persistence", "flat_mean", "ls_ar", "shop_mean", "ls_ar_shop")
 
 
-def ls_ar_forecast(panel, *, p: int, history: int, horizon: int) -> float:
-    """Target MSE@h of a least-squares AR(p) (with intercept) of the target, pooled over shops, fitted on the
-    train split and iterated ``horizon`` steps from every test window."""
+def ls_ar_forecast(panel, *, p: int, history: int, horizon: int, shop_intercepts: bool) -> dict:
+    """Target MSE@h of a least-squares AR(p) of the target (``dice_prob.models.forecast_baselines``), fitted on
+    every step before the test region and iterated ``horizon`` steps from every test window; and of the shop's
+    mean over those steps held flat."""
     z = panel.scaled
     t = panel.target_index
     test = forecast_windows(z, history=history, horizon=horizon, split="test")
     first_test = int(test.origin.min()) + 1  # first step forecast by a test window
-    rows, ys = [], []
-    for r in range(z.shape[0]):
-        y = z[r, :first_test, t]
-        for s in range(p, y.size):
-            rows.append(np.r_[1.0, y[s - p : s][::-1]])
-            ys.append(y[s])
-    coef, *_ = np.linalg.lstsq(np.asarray(rows), np.asarray(ys), rcond=None)
-    fc = np.zeros(test.future.shape[:2])
-    for n in range(len(test)):
-        buf = list(test.history[n, -p:, t][::-1])
-        for h in range(horizon):
-            nxt = coef[0] + float(np.dot(coef[1:], buf[:p]))
-            fc[n, h] = nxt
-            buf = [nxt] + buf
-    return float(np.mean((fc - test.future[:, :, t]) ** 2))
+    fit = z[:, :first_test, t]
+    intercept, coef = (np.asarray(a) for a in fb.fit_ar(fit, p, shop_intercepts=shop_intercepts))
+    fc = np.asarray(fb.ar_forecast(intercept[test.shop], coef, test.history[:, :, t], horizon))
+    level = np.asarray(fb.mean_forecast(fit, test.shop, horizon))
+    fut = test.future[:, :, t]
+    return {"ar": float(np.mean((fc - fut) ** 2)), "shop_mean": float(np.mean((level - fut) ** 2))}
 
 
 def simple_baselines(panel, history: int) -> dict:
@@ -71,10 +68,14 @@ def simple_baselines(panel, history: int) -> dict:
     t = panel.target_index
     persist = np.broadcast_to(w.history[:, -1:, :], w.future.shape)
     flat = np.zeros_like(w.future)
+    pooled = ls_ar_forecast(panel, p=7, history=history, horizon=HORIZON, shop_intercepts=False)
+    by_shop = ls_ar_forecast(panel, p=7, history=history, horizon=HORIZON, shop_intercepts=True)
     return {
         "persistence": {"target": mse_at_h(persist, w.future, node=t), "all": mse_at_h(persist, w.future)},
         "flat_mean": {"target": mse_at_h(flat, w.future, node=t), "all": mse_at_h(flat, w.future)},
-        "ls_ar": {"target": ls_ar_forecast(panel, p=7, history=history, horizon=HORIZON), "all": None},
+        "ls_ar": {"target": pooled["ar"], "all": None},
+        "shop_mean": {"target": by_shop["shop_mean"], "all": None},
+        "ls_ar_shop": {"target": by_shop["ar"], "all": None},
     }
 
 
@@ -84,11 +85,11 @@ def make_sim(name: str, key):
     return simulate.funnel(key, mode="mmm")
 
 
-def run_dataset(name: str, seed: int, cfg) -> dict:
+def run_dataset(name: str, seed: int, cfg, centre: str = "pooled") -> dict:
     key = jax.random.key(seed)
     k_sim, k_dec = jax.random.split(key)
     sim = make_sim(name, k_sim)
-    panel = sim.panel
+    panel = sim.panel.with_centre(centre)
     truth = np.asarray(sim.graph, dtype=float)
     per_shop = truth.ndim == 3
     out = {"baselines": simple_baselines(panel, cfg.history), "decoders": {}, "info": {}}
@@ -135,7 +136,8 @@ def run_dataset(name: str, seed: int, cfg) -> dict:
     b = out["baselines"]
     print(
         f"  [{name} seed {seed}] persistence {b['persistence']['target']:.4f} flat {b['flat_mean']['target']:.4f} "
-        f"LS-AR(7) {b['ls_ar']['target']:.4f}"
+        f"LS-AR(7) {b['ls_ar']['target']:.4f} shop mean {b['shop_mean']['target']:.4f} "
+        f"LS-AR(7) with shop intercepts {b['ls_ar_shop']['target']:.4f}"
     )
     return out
 
@@ -220,15 +222,21 @@ def speed_rollout(cfg) -> dict:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--fast", action="store_true", help="1 seed, fewer epochs (CI)")
+    ap.add_argument(
+        "--centre",
+        choices=("pooled", "shop"),
+        default="pooled",
+        help="Panel centring (results go to decoder_forecast_shop_centred for 'shop')",
+    )
     args = ap.parse_args(argv)
     seeds = [0] if args.fast else [0, 1, 2]
     cfg = dp.DecoderConfig(progress_bar=False)
     if args.fast:
         cfg = cfg.replace(max_epochs=60, patience=15)
     t_all = time.perf_counter()
-    results: dict = {"config": cfg.to_dict(), "seeds": seeds, "datasets": {}}
+    results: dict = {"config": cfg.to_dict(), "seeds": seeds, "centre": args.centre, "datasets": {}}
     for name in ("sparse_target", "funnel_mmm"):
-        runs = [run_dataset(name, s, cfg) for s in seeds]
+        runs = [run_dataset(name, s, cfg, args.centre) for s in seeds]
         results["datasets"][name] = runs
     print("speed: training on the default funnel ...")
     results["speed_training"] = speed_training(dp.DecoderConfig(progress_bar=False))
@@ -241,17 +249,18 @@ def main(argv=None) -> None:
     checks = {}
     lines = [
         f"Target MSE@7 on test windows (standardised data), mean ± sd over seeds {seeds}; lower is better.\n",
-        "| dataset | " + " | ".join(DECODERS) + " | persistence | flat mean | LS AR(7) |",
-        "|---|" + "---|" * (len(DECODERS) + 3),
+        "| dataset | " + " | ".join(DECODERS) + " | persistence | flat mean | LS AR(7) | shop mean | "
+        "LS AR(7), shop intercepts |",
+        "|---|" + "---|" * (len(DECODERS) + 5),
     ]
     for name, runs in results["datasets"].items():
         col = {k: [r["decoders"][k]["target"] for r in runs] for k in DECODERS}
-        base = {k: [r["baselines"][k]["target"] for r in runs] for k in ("persistence", "flat_mean", "ls_ar")}
+        base = {k: [r["baselines"][k]["target"] for r in runs] for k in REFERENCES}
         lines.append(
             f"| {name} | "
             + " | ".join(fmt(col[k]) for k in DECODERS)
             + " | "
-            + " | ".join(fmt(base[k]) for k in ("persistence", "flat_mean", "ls_ar"))
+            + " | ".join(fmt(base[k]) for k in REFERENCES)
             + " |"
         )
         m = {k: mean_sd(v)[0] for k, v in {**col, **base}.items()}
@@ -262,6 +271,8 @@ def main(argv=None) -> None:
             "all_beat_persistence_by_20pct": all(m[k] <= 0.8 * m["persistence"] for k in DECODERS),
             "beats_flat_mean": {k: m[k] < m["flat_mean"] for k in DECODERS},
             "beats_ls_ar": {k: m[k] < m["ls_ar"] for k in DECODERS},
+            "beats_shop_mean": {k: m[k] < m["shop_mean"] for k in DECODERS},
+            "beats_ls_ar_shop_intercepts": {k: m[k] < m["ls_ar_shop"] for k in DECODERS},
         }
     lines.append(
         "\nPer seed, target MSE@7 on test: trained decoder / its least-squares warm start alone [best epoch; -1 = "
@@ -319,7 +330,10 @@ def main(argv=None) -> None:
         f"(estimated from 10 samples) {sr['eager_loop_seconds_est']:.1f} s (ratio {sr['ratio_vs_eager_loop']:.0f}x). "
         "Timings on a shared, contended machine."
     )
-    write_results("decoder_forecast", results, "\n".join(lines), wall_s=time.perf_counter() - t_all)
+    name = "decoder_forecast" if args.centre == "pooled" else "decoder_forecast_shop_centred"
+    if args.centre != "pooled":
+        lines.insert(0, "Panels centred per shop (`Panel.with_centre('shop')`).\n")
+    write_results(name, results, "\n".join(lines), wall_s=time.perf_counter() - t_all)
 
 
 if __name__ == "__main__":
