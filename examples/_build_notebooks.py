@@ -815,7 +815,11 @@ res.tables["edges"].sort_values("pip", ascending=False).head(8)""",
         "md",
         """**The forecast.** The decoder was trained on posterior graph samples, so it can be run under each of them: the
 fan chart shows the target's rollouts under many posterior graphs (band = HDI over graph draws) against what
-actually happened. A wide band means the forecast depends on which graph is true.""",
+actually happened. A wide band means the forecast depends on which graph is true. The comparison table puts the
+decoders beside three reference forecasts of the target: the last value, the shop's training mean and a
+least-squares AR of the target's own lags with one intercept per shop. A decoder that does not beat them has
+earned no forecast skill from its graph (the run warns with a `ForecastSkillWarning`), and its attributions deserve
+less trust.""",
     ),
     (
         "py",
