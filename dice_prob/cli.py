@@ -158,7 +158,11 @@ def print_summary(res, out: Path | None, *, file=None) -> None:
         f"MSE@{res.config.diagnostics.horizon}        {_fmt_s(h.get('mse7'))} ({pct}% HDI over graph samples); "
         f"persistence {_num(h.get('mse7_persistence'))}"
         + (f", flat mean {_num(h.get('mse7_flat_mean'))}" if "mse7_flat_mean" in h else "")
-        + (f", LS AR({h.get('ls_ar_lags')}) {_num(h.get('mse7_ls_ar'))}" if "mse7_ls_ar" in h else "")
+        + (
+            f", LS AR({h.get('ls_ar_lags')}) {_num(h.get('mse7_ls_ar'))}"
+            if h.get("mse7_ls_ar") is not None
+            else ""
+        )
     )
     if "pip_scores" in h:
         ps = h["pip_scores"]

@@ -619,9 +619,10 @@ def _influence(decoder, panel: Panel, graphs, cfg, rng_key, *, horizon: int):
 def _reference_forecasts(panel: Panel, windows, horizon: int, n_lags: int) -> dict:
     """Target MSE@h of the reference forecasts on the decoder's own test windows (standardised units).
 
-    The shop means and the least-squares AR(``n_lags``) (shared lags, an intercept per shop) are fitted on the
-    steps before the test region,
-    which the test windows forecast into, so neither sees what it is scored on.
+    The shop means and the least-squares AR(p) (shared lags, an intercept per shop, since shops differ in level)
+    are fitted on the steps before the test region, which the test windows forecast into, so neither sees what it
+    is scored on. ``p`` is ``n_lags`` or, on a short training region, the most lags it can fit; the AR is skipped
+    (None) when even one lag cannot be fitted.
     """
     from dice_prob.models import forecast_baselines as fb
 
@@ -629,23 +630,29 @@ def _reference_forecasts(panel: Panel, windows, horizon: int, n_lags: int) -> di
     fit = np.asarray(panel.scaled[:, : test_start(panel.n_steps, DEFAULT_TEST_FRACTION, horizon), ti])
     hist = np.asarray(windows.history[..., ti])
     fut = np.asarray(windows.future[..., ti])
-    p = max(1, min(int(n_lags), hist.shape[1], fit.shape[1] - 2))
-    intercept, coef = (
-        np.asarray(a) for a in fb.fit_ar(fit, p)
-    )  # one intercept per shop: shops differ in level
-    forecasts = {
-        "persistence": fb.persistence_forecast(hist, horizon),
-        "flat_mean": fb.mean_forecast(fit, np.asarray(windows.shop), horizon),
-        "ls_ar": fb.ar_forecast(intercept[np.asarray(windows.shop)], coef, hist, horizon),
+    shop = np.asarray(windows.shop)
+    n_shops, n_fit = fit.shape
+
+    def mse(forecast) -> float:
+        return float(((np.asarray(forecast) - fut) ** 2).mean())
+
+    out = {
+        "persistence": mse(fb.persistence_forecast(hist, horizon)),
+        "flat_mean": mse(fb.mean_forecast(fit, shop, horizon)),
+        "ls_ar": None,
+        "ls_ar_lags": None,
     }
-    out = {k: float(((np.asarray(v) - fut) ** 2).mean()) for k, v in forecasts.items()}
-    out["ls_ar_lags"] = p
+    fits = [p for p in range(min(int(n_lags), hist.shape[1]), 0, -1) if n_shops * (n_fit - p) >= p + n_shops]
+    if fits:
+        intercept, coef = (np.asarray(a) for a in fb.fit_ar(fit, fits[0]))
+        out["ls_ar"] = mse(fb.ar_forecast(intercept[shop], coef, hist, horizon))
+        out["ls_ar_lags"] = fits[0]
     return out
 
 
 def _forecast_skill(mse7: float, ref: dict, horizon: int, notes: list[str]) -> dict:
     """Whether the posterior-trained decoder beats each reference forecast; warn and note when it does not."""
-    beats = {k: bool(mse7 < ref[k]) for k in ("persistence", "flat_mean", "ls_ar")}
+    beats = {k: bool(mse7 < ref[k]) for k in ("persistence", "flat_mean", "ls_ar") if ref[k] is not None}
     names = {
         "persistence": "the last value",
         "flat_mean": "the shop's training mean",
@@ -981,12 +988,15 @@ def run_pipeline(
     comparison_rows += [
         {"decoder": "persistence", "graph_input": "(last value)", "mse7": persistence},
         {"decoder": "flat mean", "graph_input": "(shop's training mean)", "mse7": reference["flat_mean"]},
-        {
-            "decoder": f"least-squares AR({reference['ls_ar_lags']})",
-            "graph_input": "(target's own lags)",
-            "mse7": reference["ls_ar"],
-        },
     ]
+    if reference["ls_ar"] is not None:
+        comparison_rows.append(
+            {
+                "decoder": f"least-squares AR({reference['ls_ar_lags']})",
+                "graph_input": "(target's own lags)",
+                "mse7": reference["ls_ar"],
+            }
+        )
     timings["comparison"] = time.perf_counter() - t0
     cpu["comparison"] = time.process_time() - c0
 

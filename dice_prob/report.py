@@ -418,7 +418,7 @@ def _context(res) -> dict:
         "mse7_all": _summ_str(h.get("mse7_all_nodes"), prob),
         "mse7_persistence": _fmt(h.get("mse7_persistence")),
         "mse7_flat_mean": _fmt(h.get("mse7_flat_mean")) if "mse7_flat_mean" in h else None,
-        "mse7_ls_ar": _fmt(h.get("mse7_ls_ar")) if "mse7_ls_ar" in h else None,
+        "mse7_ls_ar": _fmt(h["mse7_ls_ar"]) if h.get("mse7_ls_ar") is not None else None,
         "ls_ar_lags": h.get("ls_ar_lags"),
         "missed_references": [
             {"persistence": "the last value", "flat_mean": "the shop's training mean"}.get(

@@ -306,3 +306,18 @@ def test_attribution_check_detects_bypass():
     bypass = np.stack([rng.uniform(0, 1, (5, 5)) * np.array([0.1, 0.1, 1, 1, 0])[:, None] for _ in range(20)])
     assert pl.attribution_check(follows, pip, mask)["verdict"] == "follows"
     assert pl.attribution_check(bypass, pip, mask)["verdict"] == "does not follow"
+
+
+def test_reference_forecasts_fit_fewer_lags_on_a_short_training_region(sim):
+    """A short training region lowers the AR's lag count instead of failing at the end of a long run."""
+    short = sim.panel.subset([0])
+    trimmed = type(short)(short.values[:, :14], short.nodes, short.roles, train_steps=11)
+    w = forecast_windows(trimmed.scaled, history=4, horizon=3, split="test")
+    ref = pl._reference_forecasts(trimmed, w, 3, 7)
+    # 14 steps: the test region starts at 14 - max(3, ceil(2.8)) = 11; one shop needs 11 - p >= p + 1, so p <= 4
+    assert ref["ls_ar_lags"] == 4 and np.isfinite(ref["ls_ar"])
+    tiny = type(short)(short.values[:, :5], short.nodes, short.roles, train_steps=2)
+    w_tiny = forecast_windows(tiny.scaled, history=1, horizon=3, split="test")
+    ref_tiny = pl._reference_forecasts(tiny, w_tiny, 3, 7)  # 2 fitting steps: not even AR(1) fits
+    assert ref_tiny["ls_ar"] is None and ref_tiny["ls_ar_lags"] is None
+    assert pl._forecast_skill(0.0, ref_tiny, 3, []) == {"persistence": True, "flat_mean": True}  # no AR key
