@@ -653,14 +653,11 @@ def _reference_forecasts(panel: Panel, windows, horizon: int, n_lags: int) -> di
 def _forecast_skill(mse7: float, ref: dict, horizon: int, notes: list[str]) -> dict:
     """Whether the posterior-trained decoder beats each reference forecast; warn and note when it does not."""
     beats = {k: bool(mse7 < ref[k]) for k in ("persistence", "flat_mean", "ls_ar") if ref[k] is not None}
-    names = {
-        "persistence": "the last value",
-        "flat_mean": "the shop's training mean",
-        "ls_ar": f"a least-squares AR({ref['ls_ar_lags']}) of the target's own lags",
-    }
+    from dice_prob.models.forecast_baselines import reference_label
+
     missed = [k for k, ok in beats.items() if not ok]
     if missed:
-        what = ", ".join(f"{names[k]} ({ref[k]:.4g})" for k in missed)
+        what = ", ".join(f"{reference_label(k, ref['ls_ar_lags'])} ({ref[k]:.4g})" for k in missed)
         msg = (
             f"decoder[posterior]: target MSE@{horizon} {mse7:.4g} does not beat {what}; the channels and the graph "
             "add no forecast skill on these test windows, so read its influence scores with care (more data, a "

@@ -19,6 +19,7 @@ import pandas as pd
 
 from dice_prob._io_atomic import atomic_write_text
 from dice_prob.errors import InputTypeError
+from dice_prob.models.forecast_baselines import reference_label
 
 __all__ = ["SECTIONS", "render_figures", "render_html", "report"]
 
@@ -421,9 +422,7 @@ def _context(res) -> dict:
         "mse7_ls_ar": _fmt(h["mse7_ls_ar"]) if h.get("mse7_ls_ar") is not None else None,
         "ls_ar_lags": h.get("ls_ar_lags"),
         "missed_references": [
-            {"persistence": "the last value", "flat_mean": "the shop's training mean"}.get(
-                k, f"the least-squares AR({h.get('ls_ar_lags')})"
-            )
+            reference_label(k, h.get("ls_ar_lags"))
             for k, ok in (h.get("beats_reference_forecasts") or {}).items()
             if not ok
         ],

@@ -17,7 +17,23 @@ import jax.numpy as jnp
 from dice_prob.errors import DataValidationError
 from dice_prob.models.transforms import lag_stack
 
-__all__ = ["ar_forecast", "fit_ar", "mean_forecast", "persistence_forecast"]
+__all__ = ["ar_forecast", "fit_ar", "mean_forecast", "persistence_forecast", "reference_label"]
+
+
+def reference_label(key: str, ar_lags: int | None = None) -> str:
+    """Words for a reference forecast key (``persistence``, ``flat_mean``, ``ls_ar``) in warnings and reports.
+
+    Examples
+    --------
+    >>> from dice_prob.models.forecast_baselines import reference_label
+    >>> reference_label("ls_ar", 7)
+    "a least-squares AR(7) of the target's own lags"
+    """
+    return {
+        "persistence": "the last value",
+        "flat_mean": "the shop's training mean",
+        "ls_ar": f"a least-squares AR({ar_lags}) of the target's own lags",
+    }[key]
 
 
 def fit_ar(series, n_lags: int, *, shop_intercepts: bool = True):
