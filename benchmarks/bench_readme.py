@@ -29,6 +29,7 @@ OTHER = (
     "attribution_bypass",
     "demo_timing",
     "demo_forecast",
+    "warm_start_ablation",
 )
 
 

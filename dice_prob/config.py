@@ -360,8 +360,14 @@ class DecoderConfig(_ConfigBase):
     (for a posterior, the expected loss over its Bernoulli graph draws is minimised) or over all other nodes for
     the dense baseline. ``var_init=False`` warm-starts the own lags only and starts the cross-node path at zero.
     ``ls_ridge``: the ridge penalty of that fit (relative: times the number of regression rows, on every slope);
-    ``"auto"`` picks it per node from a log grid (1e-4 .. 10) by blocked 5-fold cross-validation over time on
-    the training windows, a number fixes it.
+    ``"auto"`` picks it per node from a log grid (1e-4 .. 10) by blocked 5-fold cross-validation over time of the
+    one-step error on the training windows; ``"rollout"`` then raises every node's penalty to a common floor (0 or
+    a grid value) chosen by the same blocked cross-validation of the free-running forecast over ``horizon`` (of the
+    target with ``select_on="target"``; opt-in: over 8 seeds its effect on the test MSE@7 was within noise,
+    ``benchmarks/warm_start_ablation.py``); a number fixes it.
+    ``ls_refit``: when no trained checkpoint beats the warm start on validation (the decoder is then that linear
+    fit), refit it on all training windows, the validation windows included (opt-in: over 8 seeds its effect on
+    the test MSE@7 was within noise, ``benchmarks/warm_start_ablation.py``).
     ``loss_weighting``: ``ar_residual`` weights each node's squared error by the inverse of that AR fit's
     one-step residual variance (floored at 0.01, normalised to mean 1) — a per-node Gaussian likelihood, so
     predictable nodes are not drowned by noisy ones; ``none`` weights all nodes equally.
@@ -410,6 +416,7 @@ class DecoderConfig(_ConfigBase):
     var_init: bool = True
     loss_weighting: str = "ar_residual"
     ls_ridge: float | str = "auto"
+    ls_refit: bool = False
     select_on: str = "target"
     select_se: float = 1.0
 
@@ -418,9 +425,10 @@ class DecoderConfig(_ConfigBase):
         _choice(self.select_on, c, "select_on", ("loss", "target"))
         _pos(self.select_se, c, "select_se", allow_zero=True)
         if isinstance(self.ls_ridge, str):
-            _choice(self.ls_ridge, c, "ls_ridge", ("auto",))
+            _choice(self.ls_ridge, c, "ls_ridge", ("auto", "rollout"))
         else:
             _pos(self.ls_ridge, c, "ls_ridge", allow_zero=True)
+        _require(isinstance(self.ls_refit, bool), c, "ls_refit", "must be True or False")
         _choice(self.loss_weighting, c, "loss_weighting", ("ar_residual", "none"))
         _int(self.ar_lags, c, "ar_lags", 1, 366)
         _int(self.dense_hidden_size, c, "dense_hidden_size", 1)

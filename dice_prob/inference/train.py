@@ -436,6 +436,8 @@ class _LSFit(NamedTuple):
     ridge: np.ndarray
     cv_mse: np.ndarray | None
     grid: tuple
+    floor: float = 0.0
+    floor_cv: np.ndarray | None = None
 
 
 def _row_layout(n: int, w: int, n_rows: int, p_eff: int, shop, origin, n_folds: int):
@@ -477,6 +479,8 @@ def _ls_init(
     origin=None,
     n_folds: int = _N_FOLDS,
     grid: tuple = _RIDGE_GRID,
+    rollout_cv: bool = False,
+    score_node: int | None = None,
 ) -> _LSFit:
     """Least-squares warm start of the decoder's linear part: a graph-restricted VAR(p) on the training windows.
 
@@ -491,7 +495,9 @@ def _ls_init(
     with uncorrelated errors plain K-fold CV on the lagged rows is valid, Bergmeir, Hyndman & Koo 2018). A full
     graph over few shops and steps is an unrestricted VAR with ``d * p`` slopes per equation: the search shrinks
     it where the data cannot support it, and leaves a well-determined fit (almost) unpenalised. Ties go to the
-    smaller penalty.
+    smaller penalty. With ``rollout_cv`` (and ``shop``/``origin``) the per-node choices are then raised to a
+    common floor chosen by the same blocked CV of the free-running forecast over the windows' horizon
+    (:func:`_rollout_floor`; scored on node ``score_node``, every node when None).
 
     Parameters
     ----------
@@ -516,7 +522,8 @@ def _ls_init(
         equation of node ``i``; ``resid`` (d,) the one-step residual variance of the own-lag-only AR(p) fit
         (graph-independent, penalty ``_BASE_RIDGE`` under "auto", so every graph variant is trained on the same
         per-node loss weights); ``ridge`` (d,) the penalty used per node; ``cv_mse`` (d, len(grid)) the
-        cross-validated one-step MSE per grid value (None for a fixed ridge); ``grid``.
+        cross-validated one-step MSE per grid value (None for a fixed ridge); ``grid``; ``floor`` the rollout
+        floor (0 without ``rollout_cv``) and ``floor_cv`` its CV score per candidate ``(0, *grid)`` (or None).
     """
     auto = isinstance(ridge, str)
     if auto and ridge != "auto":
@@ -559,6 +566,7 @@ def _ls_init(
     cv_mse = np.zeros((d, len(grid))) if auto else None
     g_all, r_all, yy_all = gram.sum((0, 1)), rhs.sum((0, 1)), yy.sum(0)
     block = np.r_[0, np.repeat(np.arange(1, d + 1), p_eff)]  # column -> block (0 intercept, 1 + j node j)
+    eqs = []  # per node: the active columns and the per-fold (expected) normal equations
     for i in range(d):
         own = np.r_[True, block[1:] == i + 1]  # intercept and own lags: always in the equation
         # own-lag AR(p) alone: its residual variance weights the loss
@@ -575,20 +583,101 @@ def _ls_init(
         scale2[:, 1 + i, 1 + i] = 1.0
         eg_f = np.einsum("kab,fkab->fab", scale2[:, block][:, :, block], gram)  # per fold
         er_f = np.einsum("ka,fka->fa", scale1[:, block], rhs[..., i])
-        eg, er = eg_f.sum(0), er_f.sum(0)
-        active = own | (np.diag(eg) > 0)
+        active = own | (np.diag(eg_f.sum(0)) > 0)
         ix = np.ix_(active, active)
+        eg_f, er_f = eg_f[:, ix[0], ix[1]], er_f[:, active]
         if auto:
-            cv_mse[i] = _cv_ridge_curve(eg_f[:, ix[0], ix[1]], er_f[:, active], yy[:, i], cnt, grid)
+            cv_mse[i] = _cv_ridge_curve(eg_f, er_f, yy[:, i], cnt, grid)
             chosen[i] = grid[int(np.argmin(cv_mse[i]))]  # first minimum: ties go to the smaller penalty
+        eqs.append((active, eg_f, er_f))
+    floor, floor_cv = 0.0, None
+    if auto and rollout_cv and origin is not None and n_f > 1:
+        floor, floor_cv = _rollout_floor(
+            series,
+            eqs,
+            cnt,
+            chosen,
+            grid,
+            fold,
+            n_f,
+            group,
+            m1,
+            p_eff,
+            hist.shape[1],
+            fut.shape[1],
+            score_node,
+        )
+        chosen = np.maximum(chosen, floor)
+    for i, (active, eg_f, er_f) in enumerate(eqs):
         beta = np.zeros(cols)
-        beta[active] = _ridge_solve(eg[ix], er[active], chosen[i] * total)
+        beta[active] = _ridge_solve(eg_f.sum(0), er_f.sum(0), chosen[i] * total)
         bias[i] = beta[0]
         lag = beta[1:].reshape(d, p_eff)
         coef[i, :p_eff] = lag[i]
         kernel[:, i, :p_eff] = lag
         kernel[i, i] = 0.0  # the diagonal is never an edge
-    return _LSFit(bias, coef, kernel, resid, chosen, cv_mse, grid)
+    return _LSFit(bias, coef, kernel, resid, chosen, cv_mse, grid, floor, floor_cv)
+
+
+def _rollout_floor(series, eqs, cnt, chosen, grid, fold, n_f, group, m1, p_eff, w, horizon, score_node):
+    """A common lower bound on the per-node ridges, chosen by blocked cross-validation of the free-running forecast.
+
+    The one-step CV of :func:`_cv_ridge_curve` picks each equation's penalty for one step ahead, but the decoder
+    is judged ``horizon`` steps ahead, where the estimation error of every equation feeding the forecast compounds
+    (a graph VAR on a short panel can forecast one step well and seven steps worse than its own-lag AR). Each
+    candidate floor ``c`` in ``(0,) + grid`` sets the penalties to ``max(chosen, c)``; fold ``f``'s windows (those
+    whose ``horizon`` forecast steps all fall in time block ``f``) are forecast from their history by the VAR
+    fitted on the other blocks, with each edge's lags scaled by its expected gate ``m1`` (exact for a fixed graph,
+    the mean-gate forecast for posterior sampling), and scored by the squared error of node ``score_node`` (every
+    node when None). Ties go to the smaller floor, so ``c = 0`` (the one-step choice) stays unless a larger
+    penalty forecasts strictly better. Returns ``(floor, cv)`` with ``cv`` the score per candidate, or
+    ``(0.0, None)`` when no window has all its forecast steps inside one block.
+    """
+    n, length, d = series.shape
+    cols = 1 + d * p_eff
+    fut_fold = fold[:, -horizon:]
+    whole = np.all(fut_fold == fut_fold[:, :1], axis=1) & (w >= p_eff)
+    if not whole.any():
+        return 0.0, None
+    held = [np.flatnonzero(whole & (fut_fold[:, 0] == f)) for f in range(n_f)]
+    block = np.r_[0, np.repeat(np.arange(1, d + 1), p_eff)]
+    gate = np.ones((m1.shape[0], d + 1, d))  # gate[k, b, i]: expected gate of block b in node i's equation
+    gate[:, 1:] = np.where(np.eye(d, dtype=bool)[None], 1.0, m1)
+    gate = gate[:, block]  # (K, cols, d)
+    cands = (0.0, *grid)
+    scores = np.full(len(cands), np.inf)
+    last = None
+    for c_i, c in enumerate(cands):
+        lam = np.maximum(chosen, c)
+        if last is not None and np.array_equal(lam, last):
+            scores[c_i] = scores[c_i - 1]  # same penalties as the previous candidate
+            continue
+        last = lam
+        sse, count = 0.0, 0
+        for f in range(n_f):
+            idx = held[f]
+            if idx.size == 0:
+                continue
+            fit_n = cnt.sum() - cnt[f]
+            b = np.zeros((cols, d))
+            for i, (active, eg_f, er_f) in enumerate(eqs):
+                b[active, i] = _ridge_solve(eg_f.sum(0) - eg_f[f], er_f.sum(0) - er_f[f], lam[i] * fit_n)
+            wk = b[None] * gate  # (K, cols, d)
+            coef = wk[np.asarray(group)[idx]]  # (m, cols, d)
+            buf = series[idx, w - p_eff : w][:, ::-1]  # (m, p, d), lag 1 first
+            truth = series[idx, w : w + horizon]
+            for h in range(horizon):
+                z = np.concatenate(
+                    [np.ones((idx.size, 1)), np.swapaxes(buf, 1, 2).reshape(idx.size, -1)], axis=1
+                )
+                pred = np.einsum("mc,mcd->md", z, coef)
+                err = (pred - truth[:, h]) ** 2
+                sse += float(err[:, score_node].sum() if score_node is not None else err.mean(1).sum())
+                count += idx.size
+                buf = np.concatenate([pred[:, None], buf[:, :-1]], axis=1)
+        scores[c_i] = sse / count
+    best = int(np.argmin(scores))  # first minimum: ties go to the smaller floor
+    return float(cands[best]), scores
 
 
 def _cv_ridge_curve(eg_f, er_f, yy_f, cnt, grid) -> np.ndarray:
@@ -882,26 +971,36 @@ def train_decoder(
     else:
         ls_src = src if use_var else dataclasses.replace(src, mode="none")
     m1, m2 = _graph_moments(ls_src)
-    fit = _ls_init(
-        train_w.history,
-        train_w.future,
-        ls_src.shop_to_k[train_w.shop] if use_var else np.zeros(n_train, np.int64),
-        m1,
-        m2,
-        model.ar_lags,
-        config.ls_ridge,
-        shop=train_w.shop,
-        origin=train_w.origin,
-    )
-    resid = fit.resid
-    if config.ar_init:
-        model = eqx.tree_at(
+
+    def ls_fit(w):
+        return _ls_init(
+            w.history,
+            w.future,
+            ls_src.shop_to_k[w.shop] if use_var else np.zeros(len(w), np.int64),
+            m1,
+            m2,
+            model.ar_lags,
+            config.ls_ridge if not isinstance(config.ls_ridge, str) else "auto",
+            shop=w.shop,
+            origin=w.origin,
+            rollout_cv=config.ls_ridge == "rollout",
+            score_node=int(panel.target_index) if config.select_on == "target" else None,
+        )
+
+    def warm_start(m, f):
+        m = eqx.tree_at(
             lambda m: (m.ar_coef, m.ar_bias),
-            model,
-            (jnp.asarray(fit.coef, jnp.float32), jnp.asarray(fit.bias, jnp.float32)),
+            m,
+            (jnp.asarray(f.coef, jnp.float32), jnp.asarray(f.bias, jnp.float32)),
         )
         if use_var:
-            model = eqx.tree_at(lambda m: getattr(m, var_attr), model, jnp.asarray(fit.kernel, jnp.float32))
+            m = eqx.tree_at(lambda m: getattr(m, var_attr), m, jnp.asarray(f.kernel, jnp.float32))
+        return m
+
+    fit = ls_fit(train_w)
+    resid = fit.resid
+    if config.ar_init:
+        model = warm_start(model, fit)
     if config.loss_weighting == "ar_residual":
         w = 1.0 / np.maximum(resid, 1e-2)
         node_w = jnp.asarray(w / w.mean(), jnp.float32)
@@ -1049,8 +1148,19 @@ def train_decoder(
         "ls_ridge": fit.ridge.tolist(),
         "ls_ridge_grid": list(fit.grid),
         "ls_cv_mse": None if fit.cv_mse is None else fit.cv_mse.tolist(),
+        "ls_ridge_floor": fit.floor,
+        "ls_floor_cv_mse": None if fit.floor_cv is None else fit.floor_cv.tolist(),
     }
     final = eqx.combine(best_params, static)
+    refit = None
+    if best_epoch == -1 and config.ar_init and config.ls_refit:
+        # no trained checkpoint clearly beat the warm start, so the decoder is that linear fit: refit it on every
+        # training window, the validation ones included (they only chose between it and the checkpoints)
+        refit = ls_fit(win)
+        final = warm_start(final, refit)
+    hist_log["ls_refit"] = refit is not None
+    if refit is not None:
+        hist_log["ls_ridge_refit"] = refit.ridge.tolist()
     return TrainedDecoder(
         model=final,
         config=config,

@@ -391,7 +391,9 @@ def test_ls_ridge_config_validation_round_trip_and_history(panel_and_truth):
     for bad in ("cv", -1.0, True):
         with pytest.raises(ConfigError, match="ls_ridge"):
             dp.DecoderConfig(ls_ridge=bad)
-    for ok in ("auto", 0.0, 0.01):
+    with pytest.raises(ConfigError, match="ls_refit"):
+        dp.DecoderConfig(ls_refit="yes")
+    for ok in ("auto", "rollout", 0.0, 0.01):
         cfg = dp.DecoderConfig(ls_ridge=ok)
         assert dp.DecoderConfig.from_json(cfg.to_json()) == cfg
     panel, truth = panel_and_truth
@@ -405,18 +407,24 @@ def test_ls_ridge_config_validation_round_trip_and_history(panel_and_truth):
     assert np.asarray(auto.history["ls_cv_mse"]).shape == (D, len(_RIDGE_GRID))
 
 
-def test_dense_baseline_starts_at_the_numpy_least_squares_var(panel_and_truth):
+@pytest.mark.parametrize("refit", [False, True])
+def test_dense_baseline_starts_at_the_numpy_least_squares_var(panel_and_truth, refit):
     """The dense baseline's linear path (own lags + every other node's lags) is warm-started with the
     unrestricted least-squares VAR: with a learning rate too small to move anything the returned decoder's
-    one-step predictions are those of a NumPy ridge VAR fitted on the (deduplicated) training rows."""
+    one-step predictions are those of a NumPy ridge VAR fitted on the (deduplicated) training rows -- those of
+    the windows left after the validation split, or, refitted once the warm start is kept (``ls_refit``), those
+    of every training window."""
     panel, _ = panel_and_truth
-    cfg = TINY.replace(architecture="dense", learning_rate=1e-12, max_epochs=2, patience=1)
+    cfg = TINY.replace(architecture="dense", learning_rate=1e-12, max_epochs=2, patience=1, ls_refit=refit)
     dec = train_decoder(jax.random.key(0), panel, graph=None, config=cfg)
+    assert dec.history["best_epoch"] == -1 and dec.history["ls_refit"] is refit
     p = cfg.ar_lags
     from dice_prob.data.windows import forecast_windows
 
     win = forecast_windows(panel.scaled, history=cfg.history, horizon=cfg.horizon, split="train")
     tr, _ = _split_train_val(win, cfg.val_fraction)
+    if refit:
+        tr = win
     z = panel.scaled
     last = {}  # (shop, time) rows covered by the training windows
     for s, o in zip(tr.shop, tr.origin, strict=True):
@@ -426,7 +434,7 @@ def test_dense_baseline_starts_at_the_numpy_least_squares_var(panel_and_truth):
     xm = np.asarray([np.r_[1.0, z[s, t - p : t][::-1].T.reshape(-1)] for s, t in keys])
     ym = np.asarray([z[s, t] for s, t in keys])
     pen = np.diag(np.r_[0.0, np.ones(xm.shape[1] - 1)])
-    ridge = dec.history["ls_ridge"]
+    ridge = dec.history["ls_ridge_refit" if refit else "ls_ridge"]
     kern = np.asarray(dec.model.var_kernel)
     for i in range(D):
         beta = np.linalg.solve(xm.T @ xm + ridge[i] * len(ym) * pen, xm.T @ ym[:, i])
@@ -588,3 +596,81 @@ def test_training_beats_persistence_and_flat_mean():
     persist = np.mean((w.future[:, :, -1] - w.history[:, -1:, -1]) ** 2)
     flat = np.mean(w.future[:, :, -1] ** 2)
     assert res["target"] < 0.9 * min(persist, flat)
+
+
+def test_rollout_floor_matches_numpy_blocked_forecast_cv():
+    """ls_ridge="auto" with the rollout floor: each candidate's score equals an explicit NumPy blocked 5-fold CV
+    of the 3-step free-running forecast of node 3 (full VAR(6) refitted on the other blocks' rows with penalties
+    max(one-step choice, candidate); held out: the windows whose 3 forecast steps fall in the block), the chosen
+    floor is its first minimum and the final penalties are raised to it."""
+    x, _, _ = _sparse_var(0, shops=2, steps=40)
+    p, h, node = 6, 3, 3
+    from dice_prob.data.windows import forecast_windows
+
+    w = forecast_windows(x, history=10, horizon=h, split="all")
+    a = (1.0 - np.eye(D))[None]
+    m2 = np.einsum("kji,kli->kijl", a, a)
+    fit = _ls_init(
+        w.history, w.future, np.zeros(len(w), np.int64), a, m2, p, "auto",
+        shop=w.shop, origin=w.origin, rollout_cv=True, score_node=node,
+    )  # fmt: skip
+    shops, steps, _ = x.shape
+    keys = [(r, t) for r in range(shops) for t in range(p, steps)]
+    xm = np.asarray([np.r_[1.0, x[r, t - p : t][::-1].T.reshape(-1)] for r, t in keys])
+    ym = np.asarray([x[r, t] for r, t in keys])
+    fold = np.asarray([((t - p) * 5) // (steps - p) for _, t in keys])
+    pen = np.diag(np.r_[0.0, np.ones(xm.shape[1] - 1)])
+    lam1 = np.asarray([_RIDGE_GRID[int(np.argmin(c))] for c in fit.cv_mse])
+    ref = []
+    for c in (0.0, *_RIDGE_GRID):
+        lam = np.maximum(lam1, c)
+        sq = []
+        for f in range(5):
+            tr = fold != f
+            beta = np.stack(
+                [
+                    np.linalg.solve(xm[tr].T @ xm[tr] + lam[i] * tr.sum() * pen, xm[tr].T @ ym[tr, i])
+                    for i in range(D)
+                ],
+                axis=1,
+            )  # (1 + D p, D)
+            for r, o in zip(w.shop, w.origin, strict=True):
+                if any(((t - p) * 5) // (steps - p) != f for t in range(o + 1, o + 1 + h)):
+                    continue
+                buf = list(x[r, o - p + 1 : o + 1])
+                for k in range(h):
+                    z = np.r_[1.0, np.asarray(buf[-p:])[::-1].T.reshape(-1)]
+                    nxt = z @ beta
+                    sq.append((nxt[node] - x[r, o + 1 + k, node]) ** 2)
+                    buf.append(nxt)
+        ref.append(np.mean(sq))
+    np.testing.assert_allclose(fit.floor_cv, ref, rtol=1e-7)
+    assert fit.floor == (0.0, *_RIDGE_GRID)[int(np.argmin(ref))]
+    np.testing.assert_array_equal(fit.ridge, np.maximum(lam1, fit.floor))
+
+
+def test_rollout_floor_leaves_a_well_determined_var_alone_and_is_recorded(panel_and_truth):
+    """On 20 shops x 400 steps of the sparse VAR(1) chain the rollout floor stays at or below 3% of the rows (the
+    one-step choice already forecasts well); train_decoder with ``ls_ridge="rollout"`` records the floor and its
+    CV curve, and every node's penalty is at least the floor."""
+    from dice_prob.data.windows import forecast_windows
+
+    a = (1.0 - np.eye(D))[None]
+    m2 = np.einsum("kji,kli->kijl", a, a)
+    for seed in range(2):
+        w = forecast_windows(_sparse_var(seed, shops=20, steps=400)[0], history=10, horizon=3, split="all")
+        big = _ls_init(
+            w.history, w.future, np.zeros(len(w), np.int64), a, m2, 6, "auto",
+            shop=w.shop, origin=w.origin, rollout_cv=True, score_node=3,
+        )  # fmt: skip
+        assert big.floor <= 0.03 and big.floor_cv.shape == (len(_RIDGE_GRID) + 1,)
+    panel, truth = panel_and_truth
+    dec = train_decoder(
+        jax.random.key(0), panel, graph=truth, config=TINY.replace(ls_ridge="rollout", max_epochs=1)
+    )
+    h = dec.history
+    assert h["ls_ridge_floor"] in (0.0, *_RIDGE_GRID)
+    assert len(h["ls_floor_cv_mse"]) == len(_RIDGE_GRID) + 1
+    assert min(h["ls_ridge"]) >= h["ls_ridge_floor"]
+    plain = train_decoder(jax.random.key(0), panel, graph=truth, config=TINY.replace(max_epochs=1))
+    assert plain.history["ls_ridge_floor"] == 0.0 and plain.history["ls_floor_cv_mse"] is None
