@@ -286,9 +286,9 @@ def read_panel_csv(args):
     if args.train_steps is not None:
         train_steps = int(args.train_steps)
     else:  # the package's one split convention: the last 20% of the steps are the test region
-        from dice_prob.data.windows import test_start
+        from dice_prob.data.panel import default_train_steps
 
-        train_steps = max(2, test_start(panel.n_steps, 0.2))
+        train_steps = default_train_steps(panel.n_steps)
     return Panel(
         panel.values,
         panel.nodes,

@@ -364,7 +364,7 @@ class DecoderConfig(_ConfigBase):
     one-step error on the training windows; ``"rollout"`` then raises every node's penalty to a common floor (0 or
     a grid value) chosen by the same blocked cross-validation of the free-running forecast over ``horizon`` (of the
     target with ``select_on="target"``; opt-in: over 8 seeds its effect on the test MSE@7 was within noise,
-    ``benchmarks/warm_start_ablation.py``); a number fixes it.
+    ``benchmarks/warm_start_ablation.py``; without effect when ``history < ar_lags``); a number fixes it.
     ``ls_refit``: when no trained checkpoint beats the warm start on validation (the decoder is then that linear
     fit), refit it on all training windows, the validation windows included (opt-in: over 8 seeds its effect on
     the test MSE@7 was within noise, ``benchmarks/warm_start_ablation.py``).

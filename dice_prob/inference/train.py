@@ -269,7 +269,12 @@ class TrainedDecoder:
         ``select_on``, ``epochs_run``, ``train_seconds`` (the whole call, compilation
         included), ``loop_seconds`` (the compiled loop), ``n_train_windows``, ``n_val_windows``; ``ls_ridge``
         (per node, the relative ridge of the least-squares warm start), ``ls_ridge_grid`` and ``ls_cv_mse``
-        (per node and grid value, the cross-validated one-step MSE it was chosen by; None for a fixed ridge).
+        (per node and grid value, the cross-validated one-step MSE it was chosen by; None for a fixed ridge);
+        ``ls_ridge_floor`` and ``ls_floor_cv_mse`` (``ls_ridge="rollout"``: the common floor and its blocked-CV
+        forecast MSE per candidate ``(0, *ls_ridge_grid)``; 0 and None otherwise); ``ls_refit`` (whether the kept
+        warm start was refitted on every training window, ``DecoderConfig.ls_refit``) with, when it was,
+        ``ls_ridge_refit`` and ``ls_ridge_floor_refit`` (the refit's penalties). The validation figures above
+        describe the model before that refit.
     nodes : tuple of str
     target_index : int
     train_graph_label : str
@@ -631,7 +636,8 @@ def _rollout_floor(series, eqs, cnt, chosen, grid, fold, n_f, group, m1, p_eff, 
     the mean-gate forecast for posterior sampling), and scored by the squared error of node ``score_node`` (every
     node when None). Ties go to the smaller floor, so ``c = 0`` (the one-step choice) stays unless a larger
     penalty forecasts strictly better. Returns ``(floor, cv)`` with ``cv`` the score per candidate, or
-    ``(0.0, None)`` when no window has all its forecast steps inside one block.
+    ``(0.0, None)`` when no window has all its forecast steps inside one block (or the history is shorter than
+    the lags, so no window can be rolled out from its own history).
     """
     n, length, d = series.shape
     cols = 1 + d * p_eff
@@ -663,14 +669,19 @@ def _rollout_floor(series, eqs, cnt, chosen, grid, fold, n_f, group, m1, p_eff, 
             for i, (active, eg_f, er_f) in enumerate(eqs):
                 b[active, i] = _ridge_solve(eg_f.sum(0) - eg_f[f], er_f.sum(0) - er_f[f], lam[i] * fit_n)
             wk = b[None] * gate  # (K, cols, d)
-            coef = wk[np.asarray(group)[idx]]  # (m, cols, d)
+            g_idx = np.asarray(group)[idx]
             buf = series[idx, w - p_eff : w][:, ::-1]  # (m, p, d), lag 1 first
             truth = series[idx, w : w + horizon]
             for h in range(horizon):
                 z = np.concatenate(
                     [np.ones((idx.size, 1)), np.swapaxes(buf, 1, 2).reshape(idx.size, -1)], axis=1
                 )
-                pred = np.einsum("mc,mcd->md", z, coef)
+                pred = np.empty((idx.size, d))
+                for k in np.unique(
+                    g_idx
+                ):  # one matrix product per graph bank entry, not an (m, cols, d) copy
+                    rows = g_idx == k
+                    pred[rows] = z[rows] @ wk[k]
                 err = (pred - truth[:, h]) ** 2
                 sse += float(err[:, score_node].sum() if score_node is not None else err.mean(1).sum())
                 count += idx.size
@@ -1161,6 +1172,7 @@ def train_decoder(
     hist_log["ls_refit"] = refit is not None
     if refit is not None:
         hist_log["ls_ridge_refit"] = refit.ridge.tolist()
+        hist_log["ls_ridge_floor_refit"] = refit.floor
     return TrainedDecoder(
         model=final,
         config=config,
