@@ -30,6 +30,7 @@ OTHER = (
     "demo_timing",
     "demo_forecast",
     "warm_start_ablation",
+    "independent_generator",
 )
 
 

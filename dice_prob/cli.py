@@ -70,6 +70,53 @@ def demo_config(fast: bool = False):
     )
 
 
+def run_config(panel):
+    """``dice-prob run``'s pipeline config when no ``--config`` is given, and a note saying which it is.
+
+    Spend data (every channel column >= 0) get the Stage 1 setting of ``dice-prob demo``: ``mode="linear"`` on
+    the log-spend scale (``channel_transform="log1p"``) with the Minnesota ``lag_decay=1``; everything else is
+    ``PipelineConfig()``. On data from a generator written apart from the package's simulators (co-moving
+    spends, Weibull carryover, logistic saturation; ``benchmarks/independent_generator.py``, 3 seeds) it gives
+    PIP AUROC 0.997 against 0.976 and max r_hat 1.02 against one stuck chain, and on funnel(mode="mmm") 0.94
+    against 0.92 (``benchmarks/stage1_recovery.py``). A channel with a negative value is not a spend (the log
+    would not apply): then the package defaults.
+
+    Examples
+    --------
+    >>> import numpy as np, dice_prob as dp
+    >>> x = np.abs(np.random.default_rng(0).normal(size=(2, 30, 3)))
+    >>> roles = ["channel", "channel", "target"]
+    >>> cfg, note = run_config(dp.Panel(x, roles=roles))
+    >>> cfg.stage1.channel_transform, cfg.stage1.lag_decay
+    ('log1p', 1.0)
+    >>> run_config(dp.Panel(x - 0.5, roles=roles))[0].stage1.channel_transform
+    'none'
+    """
+    import numpy as np
+
+    from dice_prob.config import PipelineConfig
+
+    base = PipelineConfig()
+    channels = [i for i, r in enumerate(panel.roles) if r == "channel"]
+    if not channels:
+        return base, "Stage 1 settings: package defaults (no channel columns)"
+    if float(np.min(panel.values[:, :, channels])) < 0:
+        return base, (
+            "Stage 1 settings: package defaults (a channel column has negative values, so it is not read as "
+            "spend and is not log-transformed)"
+        )
+    demo = demo_config(False).stage1
+    cfg = base.replace(
+        stage1=base.stage1.replace(
+            mode=demo.mode, channel_transform=demo.channel_transform, lag_decay=demo.lag_decay
+        )
+    )
+    return (
+        cfg,
+        "Stage 1 settings: spend data, log1p channels with lag_decay=1 (pass --config to choose others)",
+    )
+
+
 def _with_progress_bars(config, enabled: bool):
     """Progress bars only on an interactive terminal (they do not change any number)."""
     return config.replace(
@@ -302,7 +349,6 @@ def read_panel_csv(args):
 
 
 def _cmd_run(args) -> int:
-    from dice_prob.config import PipelineConfig
     from dice_prob.errors import DataValidationError
     from dice_prob.pipeline import load_config, run_pipeline
 
@@ -312,15 +358,21 @@ def _cmd_run(args) -> int:
         )
     _check_out(args.out)
     log = _Progress(args.quiet)
-    config = load_config(args.config) if args.config else PipelineConfig()
-    if args.fast:
-        config = fast_config(config)
+    config = load_config(args.config) if args.config else None
     log(f"reading {args.data}")
     panel = read_panel_csv(args)
     log(f"panel: {panel!r}")
+    setting = None
+    if config is None:
+        config, setting = run_config(panel)
+        log(setting)
+    if args.fast:
+        config = fast_config(config)
     config = _with_progress_bars(config, sys.stderr.isatty() and not args.quiet)
     res = run_pipeline(_key(args.seed), panel, config=config, truth=None, log=log)
     res.summary.setdefault("notes", []).insert(0, f"data: {Path(args.data).name}")
+    if setting is not None:
+        res.summary["notes"].insert(1, setting)
     log(f"writing results and report to {args.out}")
     out = res.save(args.out, report=True)
     print_summary(res, out)
@@ -475,7 +527,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="leading steps Stage 1 and the standardisation are fitted on (default: all but the last 20%%, "
         "the test region every forecast and influence score is computed on)",
     )
-    r.add_argument("--config", help="TOML/JSON PipelineConfig file")
+    r.add_argument(
+        "--config",
+        help="TOML/JSON PipelineConfig file (default: the package defaults, with the demo's log1p Stage 1 "
+        "setting when every channel column is a spend >= 0)",
+    )
     r.add_argument("--seed", type=int, default=0, help="pipeline seed")
     r.add_argument("--out", required=True, help="result folder")
     r.add_argument("--fast", action="store_true", help="small setting (short NUTS, few epochs)")

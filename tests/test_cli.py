@@ -13,7 +13,7 @@ import pytest
 
 from dice_prob import cli
 from dice_prob.config import DecoderConfig, DiagnosticsConfig, PipelineConfig, Stage1Config
-from dice_prob.data import simulate
+from dice_prob.data import Panel, simulate
 from dice_prob.data.io import write_csv
 from dice_prob.errors import ConvergenceWarning
 from dice_prob.pipeline import load_result, run_pipeline, save_config
@@ -337,3 +337,42 @@ def test_summary_reports_flip_move_acceptance_only_when_moves_ran():
     )
     without = _summary_of({**base, "flip_accept_rate": None, "flip_accept_min_node": None})
     assert "convergence  POOR: max r_hat 1.200" in without and "flip" not in without
+
+
+def test_run_without_config_reads_non_negative_channels_as_spends(sim, tmp_path, monkeypatch, capsys):
+    """No --config: spend channels (all >= 0) get the demo's Stage 1 setting (log1p, lag_decay=1), a channel
+    with a negative value the package defaults; the choice is logged. An explicit --config is used as given."""
+    import dice_prob.pipeline as pipeline
+
+    seen = []
+
+    def fake_run(rng_key, panel, *, config, truth=None, log=None):
+        seen.append(config)
+        raise KeyboardInterrupt  # stop before any fitting: only the chosen config is under test
+
+    monkeypatch.setattr(pipeline, "run_pipeline", fake_run)
+    values = np.asarray(sim.panel.values)
+    channels = [i for i, r in enumerate(sim.panel.roles) if r == "channel"]
+    assert values[:, :, channels].min() < 0  # the linear funnel's channels are not spends
+    spends = values.copy()
+    spends[:, :, channels] = np.abs(spends[:, :, channels])
+    spend_panel = Panel(spends, sim.panel.nodes, sim.panel.roles, sim.panel.context)
+    panels = {"signed": sim.panel, "spend": spend_panel}
+    for name, panel in panels.items():
+        csv = write_csv(panel, tmp_path / f"{name}.csv", layout="wide")
+        assert cli.main(_run_args(csv, tmp_path / f"out_{name}")) == cli.EXIT_INTERRUPTED
+    signed, spend = seen
+    assert (signed.stage1.channel_transform, signed.stage1.lag_decay) == ("none", 0.0)
+    assert (spend.stage1.channel_transform, spend.stage1.lag_decay, spend.stage1.mode) == (
+        "log1p",
+        1.0,
+        "linear",
+    )
+    default = PipelineConfig().decoder.replace(progress_bar=False)  # no terminal here: bars off
+    assert signed.decoder == spend.decoder == default
+    err = capsys.readouterr().err
+    assert "negative values" in err and "log1p channels" in err
+    cfg_path = save_config(TINY, tmp_path / "cfg.toml")
+    csv = tmp_path / "spend.csv"
+    assert cli.main(_run_args(csv, tmp_path / "out_cfg", "--config", str(cfg_path))) == cli.EXIT_INTERRUPTED
+    assert seen[-1].stage1.channel_transform == "none" and seen[-1].stage1.n_lags == TINY.stage1.n_lags
