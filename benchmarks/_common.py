@@ -73,6 +73,21 @@ def now_iso() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
+def seeded_args(doc: str, argv, *, default_seeds: int, fast_help: str):
+    """Parse the common ``--fast`` / ``--seeds N`` / ``--out DIR`` options; returns ``(args, seeds, out)`` with
+    ``seeds`` the list ``0 .. N-1`` (1 seed with ``--fast`` unless ``--seeds`` says otherwise) and ``out`` a
+    Path or None (``write_results``' default folder)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--fast", action="store_true", help=fast_help)
+    ap.add_argument("--seeds", type=int, help=f"number of seeds (default {default_seeds}; 1 with --fast)")
+    ap.add_argument("--out", help="results folder (default benchmarks/results)")
+    args = ap.parse_args(argv)
+    seeds = list(range(args.seeds or (1 if args.fast else default_seeds)))
+    return args, seeds, None if args.out is None else Path(args.out)
+
+
 def write_results(
     name: str, payload: dict, markdown: str, *, wall_s: float | None = None, out: Path | None = None
 ) -> Path:

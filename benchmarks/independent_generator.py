@@ -17,7 +17,6 @@ Usage: ``python benchmarks/independent_generator.py [--fast] [--seeds N]``.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 import warnings
@@ -26,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import write_results  # noqa: E402
+from _common import seeded_args, write_results  # noqa: E402
 
 CHANNELS = tuple(f"ch{i}" for i in range(6))
 NODES = (*CHANNELS, "visits", "signups", "sales")
@@ -154,12 +153,7 @@ def markdown(runs: list[dict], seeds: list[int], fast: bool) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--fast", action="store_true", help="small sizes, one seed")
-    ap.add_argument("--seeds", type=int, help="number of seeds (default 3; 1 with --fast)")
-    ap.add_argument("--out", help="results folder (default benchmarks/results)")
-    args = ap.parse_args(argv)
-    seeds = list(range(args.seeds or (1 if args.fast else 3)))
+    args, seeds, out = seeded_args(__doc__, argv, default_seeds=3, fast_help="small sizes, one seed")
     t0 = time.perf_counter()
     runs = []
     for s in seeds:
@@ -170,7 +164,7 @@ def main(argv=None) -> int:
         {"fast": args.fast, "seeds": seeds, "edges": [list(e) for e in EDGES], "runs": runs},
         markdown(runs, seeds, args.fast),
         wall_s=time.perf_counter() - t0,
-        out=None if args.out is None else Path(args.out),
+        out=out,
     )
     return 0
 

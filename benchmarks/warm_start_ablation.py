@@ -18,7 +18,6 @@ Usage: ``python benchmarks/warm_start_ablation.py [--fast] [--seeds N]``.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 import warnings
@@ -27,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import write_results  # noqa: E402
+from _common import seeded_args, write_results  # noqa: E402
 
 VARIANTS = {
     "before": {"ls_ridge": "auto", "ls_refit": False},
@@ -113,12 +112,7 @@ def markdown(res: dict, seeds: list[int], fast: bool) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--fast", action="store_true", help="the fast demo sizes, one seed")
-    ap.add_argument("--seeds", type=int, help="number of seeds (default 4; 1 with --fast)")
-    ap.add_argument("--out", help="results folder (default benchmarks/results)")
-    args = ap.parse_args(argv)
-    seeds = list(range(args.seeds or (1 if args.fast else 4)))
+    args, seeds, out = seeded_args(__doc__, argv, default_seeds=4, fast_help="the fast demo sizes, one seed")
     t0 = time.perf_counter()
     res = {}
     for name in DATASETS:
@@ -132,7 +126,7 @@ def main(argv=None) -> int:
         {"fast": args.fast, "seeds": seeds, "variants": VARIANTS, "results": res},
         markdown(res, seeds, args.fast),
         wall_s=time.perf_counter() - t0,
-        out=None if args.out is None else Path(args.out),
+        out=out,
     )
     return 0
 
