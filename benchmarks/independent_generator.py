@@ -86,14 +86,14 @@ def generate(seed: int, n_shops: int = 6, n_steps: int = 120):
 
 
 def settings(fast: bool) -> dict:
-    from dice_prob.cli import demo_config, fast_config
+    from dice_prob.cli import SPEND_STAGE1, fast_config
     from dice_prob.config import PipelineConfig
 
-    spend = demo_config(False)
-    spend = PipelineConfig().replace(stage1=PipelineConfig().stage1.replace(
-        channel_transform=spend.stage1.channel_transform, lag_decay=spend.stage1.lag_decay
-    ))  # fmt: skip
-    out = {"defaults": PipelineConfig(), "spend (log1p, lag_decay=1)": spend}
+    base = PipelineConfig()
+    out = {
+        "defaults": base,
+        "spend (log1p, lag_decay=1)": base.replace(stage1=base.stage1.replace(**SPEND_STAGE1)),
+    }
     return {k: fast_config(v) if fast else v for k, v in out.items()}
 
 

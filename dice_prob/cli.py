@@ -41,6 +41,10 @@ def fast_config(config=None):
     )
 
 
+#: The Stage 1 setting for spend channels shared by ``dice-prob demo`` and ``dice-prob run`` (see demo_config).
+SPEND_STAGE1 = {"mode": "linear", "channel_transform": "log1p", "lag_decay": 1.0}
+
+
 def demo_config(fast: bool = False):
     """The demo's pipeline config: Stage 1 on the log-spend scale for the embedded funnel(mode="mmm") data.
 
@@ -60,7 +64,7 @@ def demo_config(fast: bool = False):
     from dice_prob.config import PipelineConfig
 
     base = PipelineConfig()
-    base = base.replace(stage1=base.stage1.replace(mode="linear", channel_transform="log1p", lag_decay=1.0))
+    base = base.replace(stage1=base.stage1.replace(**SPEND_STAGE1))
     if fast:
         return fast_config(base).replace(comparison_decoders=("oracle",))
     return base.replace(
@@ -105,12 +109,7 @@ def run_config(panel):
             "Stage 1 settings: package defaults (a channel column has negative values, so it is not read as "
             "spend and is not log-transformed)"
         )
-    demo = demo_config(False).stage1
-    cfg = base.replace(
-        stage1=base.stage1.replace(
-            mode=demo.mode, channel_transform=demo.channel_transform, lag_decay=demo.lag_decay
-        )
-    )
+    cfg = base.replace(stage1=base.stage1.replace(**SPEND_STAGE1))
     return (
         cfg,
         "Stage 1 settings: spend data, log1p channels with lag_decay=1 (pass --config to choose others)",

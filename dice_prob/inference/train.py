@@ -607,7 +607,7 @@ def _ls_init(
             n_f,
             group,
             m1,
-            p_eff,
+            block,
             hist.shape[1],
             fut.shape[1],
             score_node,
@@ -624,7 +624,7 @@ def _ls_init(
     return _LSFit(bias, coef, kernel, resid, chosen, cv_mse, grid, floor, floor_cv)
 
 
-def _rollout_floor(series, eqs, cnt, chosen, grid, fold, n_f, group, m1, p_eff, w, horizon, score_node):
+def _rollout_floor(series, eqs, cnt, chosen, grid, fold, n_f, group, m1, block, w, horizon, score_node):
     """A common lower bound on the per-node ridges, chosen by blocked cross-validation of the free-running forecast.
 
     The one-step CV of :func:`_cv_ridge_curve` picks each equation's penalty for one step ahead, but the decoder
@@ -639,14 +639,14 @@ def _rollout_floor(series, eqs, cnt, chosen, grid, fold, n_f, group, m1, p_eff, 
     ``(0.0, None)`` when no window has all its forecast steps inside one block (or the history is shorter than
     the lags, so no window can be rolled out from its own history).
     """
-    n, length, d = series.shape
-    cols = 1 + d * p_eff
+    d = series.shape[2]
+    cols = block.size
+    p_eff = (cols - 1) // d
     fut_fold = fold[:, -horizon:]
     whole = np.all(fut_fold == fut_fold[:, :1], axis=1) & (w >= p_eff)
     if not whole.any():
         return 0.0, None
     held = [np.flatnonzero(whole & (fut_fold[:, 0] == f)) for f in range(n_f)]
-    block = np.r_[0, np.repeat(np.arange(1, d + 1), p_eff)]
     gate = np.ones((m1.shape[0], d + 1, d))  # gate[k, b, i]: expected gate of block b in node i's equation
     gate[:, 1:] = np.where(np.eye(d, dtype=bool)[None], 1.0, m1)
     gate = gate[:, block]  # (K, cols, d)
@@ -677,9 +677,8 @@ def _rollout_floor(series, eqs, cnt, chosen, grid, fold, n_f, group, m1, p_eff, 
                     [np.ones((idx.size, 1)), np.swapaxes(buf, 1, 2).reshape(idx.size, -1)], axis=1
                 )
                 pred = np.empty((idx.size, d))
-                for k in np.unique(
-                    g_idx
-                ):  # one matrix product per graph bank entry, not an (m, cols, d) copy
+                # one matrix product per graph bank entry, not an (m, cols, d) copy of the coefficients
+                for k in np.unique(g_idx):
                     rows = g_idx == k
                     pred[rows] = z[rows] @ wk[k]
                 err = (pred - truth[:, h]) ** 2
