@@ -83,7 +83,8 @@ def run_config(panel):
     spends, Weibull carryover, logistic saturation; ``benchmarks/independent_generator.py``, 3 seeds) it gives
     PIP AUROC 0.997 against 0.976 and max r_hat 1.02 against one stuck chain, and on funnel(mode="mmm") 0.94
     against 0.92 (``benchmarks/stage1_recovery.py``). A channel with a negative value is not a spend (the log
-    would not apply): then the package defaults.
+    would not apply): then the package defaults. On a short series the decoder's window history is shortened so
+    that every shop keeps enough training windows (:func:`_history_that_fits`); the note says so.
 
     Examples
     --------
@@ -100,19 +101,47 @@ def run_config(panel):
 
     from dice_prob.config import PipelineConfig
 
-    base = PipelineConfig()
+    base, history_note = _history_that_fits(PipelineConfig(), panel.n_steps)
     channels = [i for i, r in enumerate(panel.roles) if r == "channel"]
     if not channels:
-        return base, "Stage 1 settings: package defaults (no channel columns)"
+        return base, "Stage 1 settings: package defaults (no channel columns)" + history_note
     if float(np.min(panel.values[:, :, channels])) < 0:
         return base, (
             "Stage 1 settings: package defaults (a channel column has negative values, so it is not read as "
-            "spend and is not log-transformed)"
+            "spend and is not log-transformed)" + history_note
         )
     cfg = base.replace(stage1=base.stage1.replace(**SPEND_STAGE1))
     return (
         cfg,
-        "Stage 1 settings: spend data, log1p channels with lag_decay=1 (pass --config to choose others)",
+        "Stage 1 settings: spend data, log1p channels with lag_decay=1 (pass --config to choose others)"
+        + history_note,
+    )
+
+
+# Training windows a short series must still give the decoder before ``run_config`` shortens its history: with
+# val_fraction 0.2 this holds out two origins for early stopping and trains on six.
+_MIN_TRAIN_ORIGINS = 8
+
+
+def _history_that_fits(config, n_steps: int):
+    """Shorten the decoder's window history on a short series, so that it keeps enough training windows.
+
+    The default history (21 steps) leaves one training window on 36 weekly steps. The history becomes the
+    longest one leaving ``_MIN_TRAIN_ORIGINS`` training origins, but never shorter than the decoder's own-lag
+    count ``ar_lags`` (the history's one hard use); when even that leaves too few windows for early stopping,
+    the config is left alone and the pipeline's validation says what to change.
+    """
+    from dice_prob.data.windows import max_history
+
+    dec = config.decoder
+    horizon = max(dec.horizon, config.diagnostics.horizon)
+    fits = min(dec.history, max(max_history(n_steps, horizon, min_origins=_MIN_TRAIN_ORIGINS), dec.ar_lags))
+    if fits >= dec.history or fits > max_history(n_steps, horizon, min_origins=2):
+        return config, ""
+    n_origins = max_history(n_steps, horizon) - fits + 1
+    return config.replace(decoder=dec.replace(history=fits)), (
+        f"; decoder history {fits} instead of {dec.history}, so that {n_steps} steps keep {n_origins} "
+        "training windows per shop"
     )
 
 

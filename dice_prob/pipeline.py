@@ -34,7 +34,7 @@ import pandas as pd
 from dice_prob._io_atomic import COMPLETE_MARKER, atomic_directory, atomic_write_text
 from dice_prob.config import PipelineConfig
 from dice_prob.data.panel import Panel
-from dice_prob.data.windows import DEFAULT_TEST_FRACTION, test_start, window_origins
+from dice_prob.data.windows import DEFAULT_TEST_FRACTION, max_history, test_start, window_origins
 from dice_prob.errors import (
     ConfigError,
     DataValidationError,
@@ -560,10 +560,19 @@ def _validate_inputs(panel, config, truth):
     s1, dec, diag = config.stage1, config.decoder, config.diagnostics
     panel.require_steps(s1.n_lags + 2, f"Stage 1 with n_lags {s1.n_lags}")
     horizon = max(dec.horizon, diag.horizon)
-    panel.require_steps(dec.history + horizon + 1, f"decoder history {dec.history} + horizon {horizon}")
-    # both a training and a test window must exist under the one split convention
-    for split in ("train", "test"):
-        window_origins(panel.n_steps, history=dec.history, horizon=horizon, split=split)
+    # enough training windows for the early-stopping hold-out (and so a test window) must exist under the one split
+    # convention; checked here so that a too-long history fails before Stage 1 runs, naming the field to change
+    n_train = max_history(panel.n_steps, horizon) - dec.history + 1
+    if n_train - max(1, round(dec.val_fraction * n_train)) < 1:
+        fits = max_history(panel.n_steps, horizon, min_origins=2)
+        fix = f"set DecoderConfig.history <= {fits}" if fits >= 1 else "use a longer series"
+        raise DataValidationError(
+            f"DecoderConfig.history: {panel.n_steps} time steps leave {max(n_train, 0)} training window "
+            f"origin(s) for history {dec.history} and horizon {horizon} (the last "
+            f"{panel.n_steps - test_start(panel.n_steps, DEFAULT_TEST_FRACTION, horizon)} steps are the test "
+            f"region), too few to hold out val_fraction {dec.val_fraction} for early stopping; {fix}"
+        )
+    window_origins(panel.n_steps, history=dec.history, horizon=horizon, split="test")
     if s1.mode == "mmm" or s1.channel_transform == "log1p":
         panel.require_nonnegative("channel")
     if truth is not None:

@@ -376,3 +376,53 @@ def test_run_without_config_reads_non_negative_channels_as_spends(sim, tmp_path,
     csv = tmp_path / "spend.csv"
     assert cli.main(_run_args(csv, tmp_path / "out_cfg", "--config", str(cfg_path))) == cli.EXIT_INTERRUPTED
     assert seen[-1].stage1.channel_transform == "none" and seen[-1].stage1.n_lags == TINY.stage1.n_lags
+
+
+@pytest.mark.parametrize("n_steps", [20, 26, 36, 44, 100])
+def test_run_without_config_shortens_the_decoder_history_on_a_short_series(n_steps):
+    """Without --config a short series gets the longest history that keeps 8 training windows per shop (never
+    below ar_lags); a series long enough for the default, or too short even for ar_lags, keeps history 21."""
+    import re
+
+    from dice_prob.data.windows import window_origins
+    from dice_prob.errors import DataValidationError
+    from dice_prob.pipeline import _validate_inputs
+
+    x = np.abs(np.random.default_rng(0).normal(size=(2, n_steps, 3)))
+    panel = Panel(x, roles=["channel", "channel", "target"])
+    cfg, note = cli.run_config(panel)
+    dec = cfg.decoder
+    default = PipelineConfig().decoder
+
+    def n_train(history):
+        return window_origins(n_steps, history=history, horizon=dec.horizon, split="train").size
+
+    assert cfg.stage1 == PipelineConfig().stage1.replace(**cli.SPEND_STAGE1)  # only the history may change
+    assert dec.replace(history=default.history) == default
+    if dec.history == default.history:
+        assert "history" not in note
+    else:
+        assert re.search(
+            rf"history {dec.history} instead of 21, .* keep {n_train(dec.history)} training", note
+        )
+        assert dec.ar_lags <= dec.history < default.history
+        assert n_train(dec.history) >= 8 or dec.history == dec.ar_lags
+        assert n_train(dec.history + 1) < 8  # the longest history that keeps 8 windows
+    expected = {20: 21, 26: 7, 36: 14, 44: 21, 100: 21}[n_steps]
+    assert dec.history == expected
+    if n_steps == 20:
+        # even ar_lags leaves too few windows: the pipeline names the field and a value that fits
+        with pytest.raises(
+            DataValidationError, match=r"DecoderConfig.history: 20 time steps .* <= (\d+)"
+        ) as err:
+            _validate_inputs(panel, cfg, None)
+        fits = int(re.search(r"<= (\d+)", str(err.value)).group(1))
+        assert n_train(fits) >= 2 and n_train(fits + 1) < 2
+        _validate_inputs(panel, cfg.replace(decoder=dec.replace(history=fits)), None)
+    else:
+        _validate_inputs(panel, cfg, None)
+    if n_steps == 36:  # the default history would fail before Stage 1 runs
+        with pytest.raises(
+            DataValidationError, match="DecoderConfig.history: 36 time steps leave 1 training"
+        ):
+            _validate_inputs(panel, PipelineConfig(), None)

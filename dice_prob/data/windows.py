@@ -68,6 +68,29 @@ def test_start(n_steps: int, test_fraction: float, horizon: int = 1) -> int:
 test_start.__test__ = False  # a library function, not a pytest test (its name starts with "test")
 
 
+def max_history(
+    n_steps: int, horizon: int, *, min_origins: int = 1, test_fraction: float = DEFAULT_TEST_FRACTION
+) -> int:
+    """The longest window history that leaves at least ``min_origins`` training origins (0 when none does).
+
+    Training origins run from ``history - 1`` to ``test_start - horizon - 1`` (:func:`window_origins`), so there
+    are ``test_start - horizon - history + 1`` of them.
+
+    Examples
+    --------
+    >>> from dice_prob.data.windows import max_history, window_origins
+    >>> max_history(36, 7, min_origins=8)  # 36 weekly steps: test region from step 28
+    14
+    >>> window_origins(36, history=14, horizon=7, split="train").size
+    8
+    >>> max_history(10, 7)
+    0
+    """
+    if min_origins < 1:
+        raise DataValidationError(f"min_origins: must be >= 1, got {min_origins}")
+    return max(0, test_start(n_steps, test_fraction, horizon) - horizon - min_origins + 1)
+
+
 def window_origins(
     n_steps: int, *, history: int, horizon: int, split: str, test_fraction: float = DEFAULT_TEST_FRACTION
 ):

@@ -393,8 +393,9 @@ def _split_train_val(win, val_fraction: float):
     n_val = max(1, int(round(val_fraction * origins.size)))
     if origins.size - n_val < 1:
         raise DataValidationError(
-            f"values: only {origins.size} training origins; too few to hold out {val_fraction:.0%} for early "
-            "stopping — use a longer series, a shorter history/horizon or a smaller val_fraction"
+            f"DecoderConfig.history: only {origins.size} training window origin(s); too few to hold out "
+            f"val_fraction {val_fraction} for early stopping — use a longer series, a shorter "
+            "DecoderConfig.history/horizon or a smaller val_fraction"
         )
     cut = origins[-n_val]
     return win.take(np.flatnonzero(win.origin < cut)), win.take(np.flatnonzero(win.origin >= cut))

@@ -89,3 +89,26 @@ def test_errors(values):
         W.forecast_windows(values, history=3, horizon=2, test_fraction=1.5)
     with pytest.raises(DataValidationError, match="history and horizon"):
         W.forecast_windows(values, history=0, horizon=2)
+
+
+@pytest.mark.parametrize("horizon", [1, 7])
+@pytest.mark.parametrize("min_origins", [1, 2, 8])
+def test_max_history_is_the_longest_history_with_enough_training_origins(horizon, min_origins):
+    """Brute force over histories: ``max_history`` is the last one whose train split has >= min_origins origins."""
+    for n_steps in range(horizon + 2, 90):
+
+        def n_train(h, n_steps=n_steps):
+            if h + horizon > n_steps:
+                return 0
+            try:
+                return W.window_origins(n_steps, history=h, horizon=horizon, split="train").size
+            except DataValidationError:  # no train window at all
+                return 0
+
+        ok = [h for h in range(1, n_steps) if n_train(h) >= min_origins]
+        assert W.max_history(n_steps, horizon, min_origins=min_origins) == (max(ok) if ok else 0), n_steps
+
+
+def test_max_history_rejects_a_non_positive_origin_count():
+    with pytest.raises(DataValidationError, match="min_origins"):
+        W.max_history(50, 7, min_origins=0)
