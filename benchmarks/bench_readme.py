@@ -31,6 +31,7 @@ OTHER = (
     "demo_forecast",
     "warm_start_ablation",
     "independent_generator",
+    "graph_density",
 )
 
 

@@ -48,27 +48,38 @@ def _weibull_kernel(g, length: int = 10) -> np.ndarray:
     return w / w.sum()
 
 
+def co_moving_spends(g, n_steps: int) -> np.ndarray:
+    """(T, 6) spends: a common AR(1) factor, each channel's own AR(1), a weekly cycle, 10% dark weeks."""
+    t_ax = np.arange(n_steps)
+    factor = np.zeros(n_steps)
+    for t in range(1, n_steps):
+        factor[t] = 0.8 * factor[t - 1] + g.normal(0, 0.5)
+    spend = np.zeros((n_steps, len(CHANNELS)))
+    for i in range(len(CHANNELS)):
+        own = np.zeros(n_steps)
+        for t in range(1, n_steps):
+            own[t] = 0.6 * own[t - 1] + g.normal(0, 0.5)
+        cycle = 0.2 * np.sin(2 * np.pi * t_ax / 7 + i)
+        spend[:, i] = np.exp(0.5 + 0.7 * factor + 0.5 * own + cycle) * (g.random(n_steps) > 0.1)
+    return spend
+
+
+def media_effect(g, spend_i: np.ndarray) -> np.ndarray:
+    """Weibull carryover (random kernel), scaled by its mean, then logistic saturation into (0, 1)."""
+    a = np.convolve(spend_i, _weibull_kernel(g))[: spend_i.size]
+    a = a / (a.mean() + 1e-9)
+    return 1.0 / (1.0 + np.exp(-3.0 * (a - 1.0)))
+
+
 def generate(seed: int, n_shops: int = 6, n_steps: int = 120):
     """Values (R, T, 9) and the true graph (9, 9) in the ``A[src, dst]`` convention."""
     g = np.random.default_rng(seed)
-    t_ax = np.arange(n_steps)
     out = np.zeros((n_shops, n_steps, len(NODES)))
     for s in range(n_shops):
-        factor = np.zeros(n_steps)
-        for t in range(1, n_steps):
-            factor[t] = 0.8 * factor[t - 1] + g.normal(0, 0.5)
-        spend = np.zeros((n_steps, len(CHANNELS)))
-        for i in range(len(CHANNELS)):
-            own = np.zeros(n_steps)
-            for t in range(1, n_steps):
-                own[t] = 0.6 * own[t - 1] + g.normal(0, 0.5)
-            cycle = 0.2 * np.sin(2 * np.pi * t_ax / 7 + i)
-            spend[:, i] = np.exp(0.5 + 0.7 * factor + 0.5 * own + cycle) * (g.random(n_steps) > 0.1)
+        spend = co_moving_spends(g, n_steps)
 
         def effect(i, spend=spend):
-            a = np.convolve(spend[:, i], _weibull_kernel(g))[:n_steps]
-            a = a / (a.mean() + 1e-9)
-            return 1.0 / (1.0 + np.exp(-3.0 * (a - 1.0)))  # logistic saturation
+            return media_effect(g, spend[:, i])
 
         e_visits, e_signups, e_sales = effect(0) + effect(1) + effect(2), effect(3), effect(4)
         level = 5.0 + g.normal(0, 1)
