@@ -32,6 +32,7 @@ OTHER = (
     "warm_start_ablation",
     "independent_generator",
     "graph_density",
+    "graph_density_fixed_slab_grid",
 )
 
 

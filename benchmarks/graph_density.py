@@ -13,7 +13,11 @@ that ``dice-prob run`` picks for spend data (``cli.SPEND_STAGE1``: log1p channel
 panel (6 shops x 120 weeks, one graph per shop, centred per shop). Reported: PIP AUROC / nAUPRC against the
 true graph (support-masked, per shop, averaged, as the pipeline scores it) and the worst split r_hat.
 
-Usage: ``python benchmarks/graph_density.py [--fast] [--seeds N]``.
+``--fixed-slab-grid`` runs both settings with a fixed slab that is a scale mixture instead of a learned slab
+(``learn_slab=False``, ``slab_grid=(0.1, 0.3, 1.0)``) and writes ``graph_density_fixed_slab_grid``: a measured
+alternative to the learned slab, whose two chains can settle in its two degenerate states (see README).
+
+Usage: ``python benchmarks/graph_density.py [--fast] [--seeds N] [--fixed-slab-grid]``.
 """
 
 from __future__ import annotations
@@ -71,16 +75,22 @@ def generate(seed: int, edges, n_shops: int = 6, n_steps: int = 120):
     return out, truth
 
 
-def settings(fast: bool) -> dict:
+FIXED_SLAB_GRID = {"learn_slab": False, "slab_grid": (0.1, 0.3, 1.0)}
+
+
+def settings(fast: bool, fixed_slab_grid: bool = False) -> dict:
     from dice_prob.cli import SPEND_STAGE1, fast_config
     from dice_prob.config import PipelineConfig
 
     base = fast_config().stage1 if fast else PipelineConfig().stage1
     base = base.replace(progress_bar=False)
-    return {"defaults": base, "spend (log1p, lag_decay=1)": base.replace(**SPEND_STAGE1)}
+    out = {"defaults": base, "spend (log1p, lag_decay=1)": base.replace(**SPEND_STAGE1)}
+    if fixed_slab_grid:
+        out = {f"{k}, fixed slab grid": v.replace(**FIXED_SLAB_GRID) for k, v in out.items()}
+    return out
 
 
-def run_one(density: float, seed: int, fast: bool) -> dict:
+def run_one(density: float, seed: int, fast: bool, fixed_slab_grid: bool = False) -> dict:
     import jax
 
     import dice_prob as dp
@@ -91,7 +101,7 @@ def run_one(density: float, seed: int, fast: bool) -> dict:
     roles = ["channel"] * len(CHANNELS) + ["intermediate", "intermediate", "target"]
     panel = dp.Panel(values, list(NODES), roles, centre="shop")
     res = {"density": density, "seed": seed, "n_edges": len(edges)}
-    for name, s1 in settings(fast).items():
+    for name, s1 in settings(fast, fixed_slab_grid).items():
         t0 = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # convergence warnings are what the r_hat column reports
@@ -135,6 +145,9 @@ def markdown(runs: list[dict], seeds: list[int], fast: bool) -> str:
 
 
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    fixed = "--fixed-slab-grid" in argv
+    argv = [a for a in argv if a != "--fixed-slab-grid"]
     args, seeds, out = seeded_args(
         __doc__, argv, default_seeds=3, fast_help="small sizes, one seed, density 0.5"
     )
@@ -142,11 +155,17 @@ def main(argv=None) -> int:
     runs = []
     for density in (0.5,) if args.fast else DENSITIES:
         for s in seeds:
-            runs.append(run_one(density, s, args.fast))
+            runs.append(run_one(density, s, args.fast, fixed))
             print(density, s, {k: v for k, v in runs[-1].items()}, flush=True)
     write_results(
-        "graph_density_fast" if args.fast else "graph_density",
-        {"fast": args.fast, "seeds": seeds, "candidates": [list(e) for e in CANDIDATES], "runs": runs},
+        "graph_density" + ("_fixed_slab_grid" if fixed else "") + ("_fast" if args.fast else ""),
+        {
+            "fast": args.fast,
+            "seeds": seeds,
+            "candidates": [list(e) for e in CANDIDATES],
+            "fixed_slab_grid": FIXED_SLAB_GRID if fixed else None,
+            "runs": runs,
+        },
         markdown(runs, seeds, args.fast),
         wall_s=time.perf_counter() - t0,
         out=out,
