@@ -131,12 +131,14 @@ def _history_that_fits(config, n_steps: int):
     count ``ar_lags`` (the history's one hard use); when even that leaves too few windows for early stopping,
     the config is left alone and the pipeline's validation says what to change.
     """
-    from dice_prob.data.windows import max_history
+    from dice_prob.data.windows import max_history, min_train_origins
 
     dec = config.decoder
     horizon = max(dec.horizon, config.diagnostics.horizon)
     fits = min(dec.history, max(max_history(n_steps, horizon, min_origins=_MIN_TRAIN_ORIGINS), dec.ar_lags))
-    if fits >= dec.history or fits > max_history(n_steps, horizon, min_origins=2):
+    if fits >= dec.history or fits > max_history(
+        n_steps, horizon, min_origins=min_train_origins(dec.val_fraction)
+    ):
         return config, ""
     n_origins = max_history(n_steps, horizon) - fits + 1
     return config.replace(decoder=dec.replace(history=fits)), (

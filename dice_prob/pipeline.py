@@ -34,7 +34,14 @@ import pandas as pd
 from dice_prob._io_atomic import COMPLETE_MARKER, atomic_directory, atomic_write_text
 from dice_prob.config import PipelineConfig
 from dice_prob.data.panel import Panel
-from dice_prob.data.windows import DEFAULT_TEST_FRACTION, max_history, test_start, window_origins
+from dice_prob.data.windows import (
+    DEFAULT_TEST_FRACTION,
+    holdout_origins,
+    max_history,
+    min_train_origins,
+    test_start,
+    window_origins,
+)
 from dice_prob.errors import (
     ConfigError,
     DataValidationError,
@@ -563,8 +570,8 @@ def _validate_inputs(panel, config, truth):
     # enough training windows for the early-stopping hold-out (and so a test window) must exist under the one split
     # convention; checked here so that a too-long history fails before Stage 1 runs, naming the field to change
     n_train = max_history(panel.n_steps, horizon) - dec.history + 1
-    if n_train - max(1, round(dec.val_fraction * n_train)) < 1:
-        fits = max_history(panel.n_steps, horizon, min_origins=2)
+    if n_train - holdout_origins(n_train, dec.val_fraction) < 1:
+        fits = max_history(panel.n_steps, horizon, min_origins=min_train_origins(dec.val_fraction))
         fix = f"set DecoderConfig.history <= {fits}" if fits >= 1 else "use a longer series"
         raise DataValidationError(
             f"DecoderConfig.history: {panel.n_steps} time steps leave {max(n_train, 0)} training window "

@@ -272,6 +272,26 @@ def test_run_pipeline_validates_inputs(sim):
         pl.run_pipeline(jax.random.key(0), sim.panel, config=TINY, truth=np.zeros((3, 3)))
 
 
+@pytest.mark.parametrize("val_fraction", [0.2, 0.8])
+def test_a_too_long_history_names_a_history_that_passes_validation(sim, val_fraction):
+    """The error suggests a history that leaves enough training origins for this val_fraction's hold-out."""
+    import re
+
+    from dice_prob.data.windows import max_history
+
+    horizon = max(TINY.decoder.horizon, TINY.diagnostics.horizon)
+    one_origin = max_history(
+        sim.panel.n_steps, horizon
+    )  # leaves a single training origin: nothing to hold out
+    cfg = TINY.replace(decoder=TINY.decoder.replace(history=one_origin, val_fraction=val_fraction))
+    with pytest.raises(DataValidationError, match=r"DecoderConfig.history: .* <= (\d+)") as err:
+        pl._validate_inputs(sim.panel, cfg, None)
+    fits = int(re.search(r"<= (\d+)", str(err.value)).group(1))
+    pl._validate_inputs(sim.panel, cfg.replace(decoder=cfg.decoder.replace(history=fits)), None)
+    with pytest.raises(DataValidationError, match="DecoderConfig.history"):
+        pl._validate_inputs(sim.panel, cfg.replace(decoder=cfg.decoder.replace(history=fits + 1)), None)
+
+
 @pytest.mark.parametrize("suffix", [".toml", ".json"])
 def test_config_round_trip(tmp_path, suffix):
     cfg = TINY.replace(stage1=TINY.stage1.replace(graph_sharing="group", groups=(0, 1, 1)), n_decoder_seeds=2)

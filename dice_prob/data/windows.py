@@ -68,6 +68,33 @@ def test_start(n_steps: int, test_fraction: float, horizon: int = 1) -> int:
 test_start.__test__ = False  # a library function, not a pytest test (its name starts with "test")
 
 
+def holdout_origins(n_origins: int, val_fraction: float) -> int:
+    """Training origins the decoder's trainer holds out for early stopping: ``round(val_fraction * n)``, at least 1.
+
+    Examples
+    --------
+    >>> from dice_prob.data.windows import holdout_origins
+    >>> holdout_origins(8, 0.2), holdout_origins(3, 0.2)
+    (2, 1)
+    """
+    return max(1, int(round(val_fraction * n_origins)))
+
+
+def min_train_origins(val_fraction: float) -> int:
+    """The fewest training origins that still leave one to train on after :func:`holdout_origins`.
+
+    Examples
+    --------
+    >>> from dice_prob.data.windows import min_train_origins
+    >>> min_train_origins(0.2), min_train_origins(0.8)
+    (2, 3)
+    """
+    n = 2
+    while n - holdout_origins(n, val_fraction) < 1:
+        n += 1
+    return n
+
+
 def max_history(
     n_steps: int, horizon: int, *, min_origins: int = 1, test_fraction: float = DEFAULT_TEST_FRACTION
 ) -> int:

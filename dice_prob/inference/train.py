@@ -48,7 +48,7 @@ from tqdm.auto import tqdm
 from dice_prob._progress import progress_enabled
 from dice_prob.config import DecoderConfig
 from dice_prob.data.panel import Panel
-from dice_prob.data.windows import forecast_windows
+from dice_prob.data.windows import forecast_windows, holdout_origins
 from dice_prob.errors import (
     ConfigError,
     ConvergenceWarning,
@@ -390,7 +390,7 @@ def _jsonable(obj):
 # ---------------------------------------------------------------------------------------------- training
 def _split_train_val(win, val_fraction: float):
     origins = np.unique(win.origin)
-    n_val = max(1, int(round(val_fraction * origins.size)))
+    n_val = holdout_origins(origins.size, val_fraction)
     if origins.size - n_val < 1:
         raise DataValidationError(
             f"DecoderConfig.history: only {origins.size} training window origin(s); too few to hold out "

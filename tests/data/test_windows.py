@@ -112,3 +112,10 @@ def test_max_history_is_the_longest_history_with_enough_training_origins(horizon
 def test_max_history_rejects_a_non_positive_origin_count():
     with pytest.raises(DataValidationError, match="min_origins"):
         W.max_history(50, 7, min_origins=0)
+
+
+@pytest.mark.parametrize("val_fraction", [0.05, 0.2, 0.5, 0.74, 0.75, 0.8, 0.89])
+def test_min_train_origins_is_the_fewest_that_survive_the_holdout(val_fraction):
+    n = W.min_train_origins(val_fraction)
+    assert n - W.holdout_origins(n, val_fraction) >= 1
+    assert all(m - W.holdout_origins(m, val_fraction) < 1 for m in range(1, n))
