@@ -145,12 +145,14 @@ def markdown(runs: list[dict], seeds: list[int], fast: bool) -> str:
 
 
 def main(argv=None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    fixed = "--fixed-slab-grid" in argv
-    argv = [a for a in argv if a != "--fixed-slab-grid"]
     args, seeds, out = seeded_args(
-        __doc__, argv, default_seeds=3, fast_help="small sizes, one seed, density 0.5"
+        __doc__,
+        argv,
+        default_seeds=3,
+        fast_help="small sizes, one seed, density 0.5",
+        flags={"--fixed-slab-grid": "a fixed scale-mixture slab instead of the learned slab"},
     )
+    fixed = args.fixed_slab_grid
     t0 = time.perf_counter()
     runs = []
     for density in (0.5,) if args.fast else DENSITIES:
