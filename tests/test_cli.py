@@ -339,6 +339,17 @@ def test_summary_reports_flip_move_acceptance_only_when_moves_ran():
     assert "convergence  POOR: max r_hat 1.200" in without and "flip" not in without
 
 
+def test_summary_names_chains_that_settled_in_different_modes():
+    base = {"ok": False, "max_r_hat": 4.2e8, "min_ess": 2.0, "n_divergences": 0}
+    split = {"n_graphs": 6, "graphs": [1, 4], "pi_by_chain": [[0.86, 0.04]], "slab_by_chain": [[0.04, 1.8]]}
+    text = _summary_of({**base, "chain_split": split})
+    assert "different modes on 2 of 6 graph(s) (graph 1: pi by chain 0.86/0.04, slab sd 0.04/1.8)" in text
+    assert "different modes" not in _summary_of({**base, "chain_split": None})
+    edge = {"n_edges": 2, "edges": [{"graph": 0, "source": "tv", "target": "sales", "by_chain": [0.0, 1.0]}]}
+    text = _summary_of({**base, "chain_split": None, "edge_split": edge})
+    assert "disagree on 2 edge(s) (graph 0, tv -> sales: inclusion by chain 0.00/1.00)" in text
+
+
 def test_run_without_config_reads_non_negative_channels_as_spends(sim, tmp_path, monkeypatch, capsys):
     """No --config: spend channels (all >= 0) get the demo's Stage 1 setting (log1p, lag_decay=1), a channel
     with a negative value the package defaults; the choice is logged. An explicit --config is used as given."""

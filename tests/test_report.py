@@ -135,6 +135,18 @@ def test_report_has_every_section_and_embedded_figures(tmp_path):
     assert "PIP AUROC against the true graph" in html
 
 
+def test_report_names_chains_that_settled_in_different_modes():
+    res = _fake_result()
+    split = {"n_graphs": 2, "graphs": [0], "pi_by_chain": [[0.86, 0.04]], "slab_by_chain": None}
+    res.summary["convergence"].update(ok=False, max_r_hat=3.0e8, chain_split=split)
+    html = render_html(res)
+    assert (
+        "poor convergence" in html
+        and "different modes on 1 of 2 graph(s) (graph 0: pi by chain 0.86/0.04)" in html
+    )
+    assert "different modes" not in render_html(_fake_result())
+
+
 def test_report_has_no_network_assets(tmp_path):
     html = render_html(_fake_result())
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html, flags=re.I)

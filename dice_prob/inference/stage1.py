@@ -380,8 +380,9 @@ def _run_nuts(rng_key, batched: Stage1Data, config: Stage1Config, *, desc: str):
 
 
 # ----------------------------------------------------------------------------------------------- convergence
-def _convergence(samples: dict, stats: dict, config: Stage1Config) -> dict:
-    """Split r_hat / bulk ESS over W (or beta), pi and the per-edge inclusion probabilities; divergences."""
+def _convergence(samples: dict, stats: dict, config: Stage1Config, nodes=None) -> dict:
+    """Split r_hat / bulk ESS over W (or beta), pi and the per-edge inclusion probabilities; divergences; graphs
+    and edges whose chains settled in different modes (``chain_split``, ``edge_split``)."""
     rh, ess = [], []
     per_site = {}
     for name in sites.CONVERGENCE_SITES:
@@ -435,7 +436,119 @@ def _convergence(samples: dict, stats: dict, config: Stage1Config) -> dict:
         "nuts_edges": _nuts_moves_edges(config),
         "edge_sampler": _edge_sampler(config) if config.edge_gibbs else "none",
         **_flip_acceptance(stats.get("flip_accept")),
+        "chain_split": _chain_split(samples),
+        "edge_split": _edge_split(samples.get("inclusion_prob"), nodes),
     }
+
+
+#: Chains count as settled in different modes of a graph when their mean prior inclusion probabilities differ by
+#: more than this (a probability) and by more than ``_SPLIT_SDS`` within-chain sds; or their mean log slab sds
+#: differ by more than ``log(_SLAB_FACTOR)`` and ``_SPLIT_SDS`` within-chain sds.
+_PI_GAP = 0.1
+_SLAB_FACTOR = 2.0
+_SPLIT_SDS = 4.0
+
+
+def _chain_split(samples: dict) -> dict | None:
+    """Graphs whose chains sit in different modes of (pi, slab), or None when every graph's chains agree.
+
+    A between-chain gap far beyond the within-chain spread is not a short-run problem: in the learned-slab model
+    the chains can settle in "every edge in a narrow slab" (pi near 1) and "almost every edge in the spike"
+    (pi near 0), and no number of extra draws moves a chain from one to the other (benchmarks/graph_density.py).
+    Returns ``{"n_graphs": G, "graphs": [...], "pi_by_chain": [[...], ...], "slab_by_chain": [[...], ...] or
+    None}``, listing the split graphs' per-chain means (at most 5 graphs listed).
+    """
+    pi = samples.get(sites.PI)
+    if pi is None or np.ndim(pi) < 2 or np.shape(pi)[0] < 2:
+        return None
+    pi = np.asarray(pi, dtype=np.float64)
+    pi = pi.reshape(pi.shape[:2] + (-1,))  # (C, n, G)
+    split = _split_lanes(pi, _PI_GAP)
+    slab = samples.get(sites.SLAB)
+    slab_means = None
+    if slab is not None:
+        log_slab = np.log(np.asarray(slab, dtype=np.float64).reshape(pi.shape))
+        split |= _split_lanes(log_slab, math.log(_SLAB_FACTOR))
+        slab_means = np.exp(log_slab.mean(axis=1))  # (C, G) geometric means
+    graphs = np.flatnonzero(split)
+    if graphs.size == 0:
+        return None
+    shown = graphs[:5]
+    return {
+        "n_graphs": int(pi.shape[-1]),
+        "graphs": [int(g) for g in graphs],
+        "pi_by_chain": np.round(pi.mean(axis=1)[:, shown].T, 3).tolist(),
+        "slab_by_chain": None if slab_means is None else np.round(slab_means[:, shown].T, 3).tolist(),
+    }
+
+
+#: An edge's chains disagree when their mean inclusion probabilities span more than this.
+_EDGE_SPAN = 0.5
+
+
+def _edge_split(incl, nodes=None) -> dict | None:
+    """Edges whose chains sit in different on/off states, or None when no edge's chains disagree.
+
+    ``incl``: (C, n, [G,] d, d) per-draw inclusion probabilities. An edge whose per-chain means span more than
+    ``_EDGE_SPAN`` is on in some chains and off in others: its split r_hat is huge and the pooled PIP is a vote
+    between chains, not a posterior mean. Returns ``{"n_edges": k, "edges": [{"graph", "source", "target",
+    "by_chain"}, ...]}`` with the (at most 5) widest spans first.
+    """
+    if incl is None or np.shape(incl)[0] < 2:
+        return None
+    x = np.asarray(incl, dtype=np.float64)
+    d = x.shape[-1]
+    means = x.reshape(x.shape[:2] + (-1, d, d)).mean(axis=1)  # (C, G, d, d)
+    span = means.max(axis=0) - means.min(axis=0)  # (G, d, d)
+    idx = np.argwhere(span > _EDGE_SPAN)
+    if idx.size == 0:
+        return None
+    order = np.argsort(-span[tuple(idx.T)], kind="stable")[:5]
+    name = (lambda i: str(nodes[i])) if nodes is not None else str
+    return {
+        "n_edges": len(idx),
+        "edges": [
+            {
+                "graph": int(g),
+                "source": name(int(i)),
+                "target": name(int(j)),
+                "by_chain": np.round(means[:, g, i, j], 2).tolist(),
+            }
+            for g, i, j in idx[order]
+        ],
+    }
+
+
+def describe_edge_split(split: dict) -> str:
+    """One sentence (no final full stop) on a ``convergence['edge_split']`` record, for warnings and reports."""
+    e = split["edges"][0]
+    by = "/".join(f"{v:.2f}" for v in e["by_chain"])
+    return (
+        f"The chains disagree on {split['n_edges']} edge(s) (graph {e['graph']}, {e['source']} -> {e['target']}: "
+        f"inclusion by chain {by}): some chains sit in other on/off states of these edges, and their PIPs are a "
+        "vote between chains"
+    )
+
+
+def describe_chain_split(split: dict) -> str:
+    """One sentence (no final full stop) on a ``convergence['chain_split']`` record, for warnings and reports."""
+    g = split["graphs"][0]
+    pis = "/".join(f"{v:.2f}" for v in split["pi_by_chain"][0])
+    slabs = split.get("slab_by_chain")
+    slab_txt = "" if slabs is None else ", slab sd " + "/".join(f"{v:.2g}" for v in slabs[0])
+    return (
+        f"The chains settled in different modes on {len(split['graphs'])} of {split['n_graphs']} graph(s) "
+        f"(graph {g}: pi by chain {pis}{slab_txt}); more draws will not join them, and the edge probabilities "
+        "average over the modes"
+    )
+
+
+def _split_lanes(x: np.ndarray, min_gap: float) -> np.ndarray:
+    """(G,) whether the per-chain means of ``x`` (C, n, G) differ by > ``min_gap`` and > _SPLIT_SDS within sds."""
+    means = x.mean(axis=1)  # (C, G)
+    within = np.sqrt((x.var(axis=1)).mean(axis=0))  # (G,) pooled within-chain sd
+    gap = means.max(axis=0) - means.min(axis=0)
+    return (gap > min_gap) & (gap > _SPLIT_SDS * within)
 
 
 def _flip_acceptance(acc) -> dict:
@@ -458,11 +571,40 @@ def _warn_if_poor(conv: dict) -> None:
         problems.append(f"min bulk ESS {conv['min_ess']:.0f} < {conv['ess_required']:.0f}")
     if conv["n_divergences"]:
         problems.append(f"{conv['n_divergences']} divergent transitions")
+    advice = (
+        ". Increase Stage1Config.num_warmup/num_samples/num_chains or target_accept_prob; "
+        "inspect post.convergence['sites']."
+    )
+    split = conv.get("chain_split")
+    if split:
+        advice = (
+            ". "
+            + describe_chain_split(split)
+            + ". "
+            + (
+                "A fixed scale-mixture slab, Stage1Config(learn_slab=False, slab_grid=(0.1, 0.3, 1.0)), removed "
+                "such splits in benchmarks/graph_density.py; "
+                if split["slab_by_chain"] is not None
+                else ""
+            )
+            + "inspect post.convergence['chain_split'] and post.convergence['sites']."
+        )
+    elif conv.get("edge_split"):
+        advice = (
+            ". "
+            + describe_edge_split(conv["edge_split"])
+            + (
+                ". More Stage1Config.flip_moves (joint flips of two edges) or num_warmup may join them"
+                if conv.get("flip_accept_rate") is not None
+                else ". Stage1Config(flip_moves=4) proposes joint flips of two edges, which joined such chains in "
+                "benchmarks/stage1_chain_modes.py (max r_hat 5.27 -> 1.21 at 1.6x the time)"
+            )
+            + "; more num_chains shows how many states there are; inspect post.convergence['edge_split']."
+        )
     warnings.warn(
         "Stage 1 NUTS converged poorly (on W/beta, pi and edge inclusion probabilities): "
         + "; ".join(problems)
-        + ". Increase Stage1Config.num_warmup/num_samples/num_chains or target_accept_prob; "
-        "inspect post.convergence['sites'].",
+        + advice,
         ConvergenceWarning,
         stacklevel=3,
     )
@@ -822,7 +964,7 @@ def fit_graph(rng_key, panel: Panel, *, config: Stage1Config = Stage1Config()) -
     c_, n_ = incl.shape[:2]
     draw_probs = incl.reshape((c_ * n_,) + incl.shape[2:])
     pip = draw_probs.mean(axis=0)
-    conv = _convergence(samples, stats, config)
+    conv = _convergence(samples, stats, config, panel.nodes)
     conv["step_size"] = stats["step_size"].tolist()
     _warn_if_poor(conv)
     sharing = config.graph_sharing

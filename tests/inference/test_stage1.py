@@ -207,6 +207,7 @@ def test_short_run_warns_and_can_be_caught():
     assert post.convergence["ok"] is False
     # no flip moves were made, so none are reported
     assert post.convergence["flip_accept_rate"] is None and post.convergence["flip_accept_min_node"] is None
+    assert "chain_split" in post.convergence
 
 
 def test_shared_mode_pools_shops():
@@ -364,3 +365,99 @@ def test_flip_moves_on_a_shared_graph_move_every_shops_residual_sd():
     # edges off is refused, so neither 0 nor 1
     conv = post.convergence
     assert 0.0 < conv["flip_accept_min_node"] <= conv["flip_accept_rate"] < 1.0, conv
+
+
+def _pi_slab_draws(pi_means, slab_means, *, n=200, pi_sd=0.02, slab_log_sd=0.05, seed=0):
+    """(C, n, G) pi and slab draws around given per-chain means (C, G); a stand-in for a fitted posterior."""
+    rng = np.random.default_rng(seed)
+    pi_means, slab_means = np.asarray(pi_means, float), np.asarray(slab_means, float)
+    pi = pi_means[:, None] + pi_sd * rng.standard_normal((pi_means.shape[0], n, pi_means.shape[1]))
+    slab = slab_means[:, None] * np.exp(slab_log_sd * rng.standard_normal(pi.shape))
+    return {"pi": np.clip(pi, 1e-3, 1 - 1e-3), "slab": slab}
+
+
+def test_chain_split_finds_the_graphs_whose_chains_sit_in_different_modes():
+    from dice_prob.inference.stage1 import _chain_split
+
+    # graph 0 agrees; graph 1 is the diagnosed learned-slab split (all edges on in a narrow slab vs all off);
+    # graph 2 has the same pi in both chains but slab sds a factor 3 apart
+    s = _pi_slab_draws([[0.5, 0.86, 0.3], [0.5, 0.04, 0.3]], [[0.5, 0.04, 0.3], [0.5, 1.8, 0.9]])
+    split = _chain_split(s)
+    assert split["n_graphs"] == 3 and split["graphs"] == [1, 2]
+    np.testing.assert_allclose(split["pi_by_chain"][0], [0.86, 0.04], atol=0.01)
+    np.testing.assert_allclose(split["slab_by_chain"][0], [0.04, 1.8], rtol=0.02)
+    # chains that differ by less than the limits, or by a gap the within-chain spread covers, are not split
+    assert _chain_split(_pi_slab_draws([[0.5, 0.3], [0.55, 0.3]], [[0.5, 0.3], [0.8, 0.3]])) is None
+    wide = _pi_slab_draws([[0.3], [0.6]], [[0.5], [0.5]], pi_sd=0.2)
+    assert _chain_split(wide) is None
+    # without a learned slab only pi is read; one chain cannot split
+    split = _chain_split({"pi": s["pi"]})
+    assert split["graphs"] == [1] and split["slab_by_chain"] is None
+    assert _chain_split({"pi": s["pi"][:1]}) is None
+
+
+def test_a_chain_split_warning_says_more_draws_will_not_help_and_names_the_fixed_slab():
+    from dice_prob.inference.stage1 import _chain_split, _warn_if_poor
+
+    s = _pi_slab_draws([[0.86], [0.04]], [[0.04], [1.8]])
+    conv = {
+        "ok": False,
+        "max_r_hat": 40.0,
+        "r_hat_threshold": 1.01,
+        "min_ess": 3.0,
+        "ess_required": 200,
+        "n_divergences": 0,
+        "chain_split": _chain_split(s),
+    }
+    with pytest.warns(ConvergenceWarning) as rec:
+        _warn_if_poor(conv)
+    msg = str(rec[0].message)
+    assert "different modes on 1 of 1 graph(s)" in msg and "pi by chain 0.86/0.04" in msg
+    assert "more draws will not join them" in msg and "learn_slab=False" in msg
+    assert "Increase Stage1Config.num_warmup" not in msg
+    # a fixed slab has no learned scale to blame: the split is still named, the learned-slab advice is not
+    conv["chain_split"] = _chain_split({"pi": s["pi"]})
+    with pytest.warns(ConvergenceWarning) as rec:
+        _warn_if_poor(conv)
+    assert "different modes" in str(rec[0].message) and "learn_slab" not in str(rec[0].message)
+
+
+def test_edge_split_lists_edges_that_are_on_in_some_chains_and_off_in_others():
+    from dice_prob.inference.stage1 import _edge_split, _warn_if_poor
+
+    rng = np.random.default_rng(0)
+    incl = np.clip(0.5 + 0.05 * rng.standard_normal((4, 100, 2, 3, 3)), 0, 1)  # (C, n, G, d, d): agreeing
+    incl[:, :, 1, 0, 2] = np.array([0.0, 0.96, 1.0, 0.0])[:, None]  # graph 1, a -> c: two states
+    incl[:, :, 0, 1, 2] = np.array([0.2, 0.5, 0.6, 0.3])[:, None]  # span 0.4: within the limit
+    split = _edge_split(incl, ("a", "b", "c"))
+    assert split == {
+        "n_edges": 1,
+        "edges": [{"graph": 1, "source": "a", "target": "c", "by_chain": [0.0, 0.96, 1.0, 0.0]}],
+    }
+    assert _edge_split(incl[:1]) is None and _edge_split(np.delete(incl, [1, 2], axis=0)) is None
+    # a shared graph (no graph axis) reads as graph 0; without names the indices are given
+    assert _edge_split(incl[:, :, 1])["edges"][0] == {
+        "graph": 0,
+        "source": "0",
+        "target": "2",
+        "by_chain": [0.0, 0.96, 1.0, 0.0],
+    }
+    conv = {
+        "ok": False,
+        "max_r_hat": 5.3,
+        "r_hat_threshold": 1.01,
+        "min_ess": 3.0,
+        "ess_required": 200,
+        "n_divergences": 0,
+        "chain_split": None,
+        "edge_split": split,
+        "flip_accept_rate": None,
+    }
+    with pytest.warns(ConvergenceWarning) as rec:
+        _warn_if_poor(conv)
+    msg = str(rec[0].message)
+    assert "disagree on 1 edge(s) (graph 1, a -> c: inclusion by chain 0.00/0.96/1.00/0.00)" in msg
+    assert "Stage1Config(flip_moves=4)" in msg
+    with pytest.warns(ConvergenceWarning) as rec:
+        _warn_if_poor({**conv, "flip_accept_rate": 0.1})
+    assert "More Stage1Config.flip_moves" in str(rec[0].message)
