@@ -151,9 +151,14 @@ post""",
         """**Check convergence before reading anything.** `post.convergence` reports split r-hat and bulk ESS (computed on
 the edge weights, π and the per-edge inclusion probabilities) and the number of divergent transitions. A poor fit
 raises a `ConvergenceWarning`; it never passes silently. In FAST mode one short chain cannot pass these checks —
-that is expected here, not with real analyses.""",
+that is expected here, not with real analyses. With two or more chains, `edge_split` lists the edges that are on in
+some chains and off in others, and `chain_split` the graphs whose chains sit at very different π or slab scales:
+more draws do not join such chains (the warning then says what does).""",
     ),
-    ("py", """{k: post.convergence[k] for k in ("max_r_hat", "min_ess", "n_divergences", "ok")}"""),
+    (
+        "py",
+        """{k: post.convergence[k] for k in ("max_r_hat", "min_ess", "n_divergences", "ok", "edge_split", "chain_split")}""",
+    ),
     (
         "md",
         """## 3. Read the PIPs
@@ -247,7 +252,8 @@ idata.posterior["inclusion_prob"].sel(target=panel.target).mean(("chain", "draw"
 * **The support mask is an assumption.** With roles, nothing can flow into a channel; if your channels react to
   sales (budget rules!), say so with `Stage1Config(support="all")` or different roles.
 * **Convergence first.** Never read PIPs from a fit that raised a `ConvergenceWarning`; increase `num_warmup`,
-  `num_samples` and `num_chains`.
+  `num_samples` and `num_chains`, or, when it names split chains, follow its advice (`flip_moves`, a fixed slab
+  grid).
 * **Shared vs per-shop graphs.** `graph_sharing="shared"` assumes one graph for all shops; if shops differ, that
   pools different graphs into one (see tutorial 05 for a multi-graph panel).
 
