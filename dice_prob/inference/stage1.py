@@ -561,7 +561,17 @@ def _flip_acceptance(acc) -> dict:
     return {"flip_accept_rate": float(a.mean()), "flip_accept_min_node": float(per_node.min())}
 
 
-def _warn_if_poor(conv: dict) -> None:
+def _flips_allowed(config: Stage1Config | None) -> bool:
+    """Whether ``config.replace(flip_moves=4)`` would validate (Stage1Config's flip_moves rule)."""
+    return config is None or (
+        config.edge_gibbs
+        and config.edge_sampler == "collapsed"
+        and config.nuts_edges is not True
+        and tuple(config.slab_grid) == (1.0,)
+    )
+
+
+def _warn_if_poor(conv: dict, config: Stage1Config | None = None) -> None:
     if conv["ok"]:
         return
     problems = []
@@ -582,8 +592,9 @@ def _warn_if_poor(conv: dict) -> None:
             + describe_chain_split(split)
             + ". "
             + (
-                "A fixed scale-mixture slab, Stage1Config(learn_slab=False, slab_grid=(0.1, 0.3, 1.0)), removed "
-                "such splits in benchmarks/graph_density.py; "
+                "A fixed scale-mixture slab, Stage1Config(learn_slab=False, slab_grid=(0.1, 0.3, 1.0)"
+                + (", flip_moves=0" if config is not None and config.flip_moves else "")
+                + "), removed such splits in benchmarks/graph_density.py; "
                 if split["slab_by_chain"] is not None
                 else ""
             )
@@ -598,6 +609,8 @@ def _warn_if_poor(conv: dict) -> None:
                 if conv.get("flip_accept_rate") is not None
                 else ". Stage1Config(flip_moves=4) proposes joint flips of two edges, which joined such chains in "
                 "benchmarks/stage1_chain_modes.py (max r_hat 5.27 -> 1.21 at 1.6x the time)"
+                if _flips_allowed(config)
+                else ". Joint flip moves (Stage1Config.flip_moves) need the collapsed edge sampler and the plain slab"
             )
             + "; more num_chains shows how many states there are; inspect post.convergence['edge_split']."
         )
@@ -966,7 +979,7 @@ def fit_graph(rng_key, panel: Panel, *, config: Stage1Config = Stage1Config()) -
     pip = draw_probs.mean(axis=0)
     conv = _convergence(samples, stats, config, panel.nodes)
     conv["step_size"] = stats["step_size"].tolist()
-    _warn_if_poor(conv)
+    _warn_if_poor(conv, config)
     sharing = config.graph_sharing
     return GraphPosterior(
         nodes=panel.nodes,

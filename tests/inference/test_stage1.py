@@ -207,6 +207,15 @@ def test_short_run_warns_and_can_be_caught():
     assert post.convergence["ok"] is False
     # no flip moves were made, so none are reported
     assert post.convergence["flip_accept_rate"] is None and post.convergence["flip_accept_min_node"] is None
+    # the split records are read off this fit's own draws, with the panel's node names
+    incl = np.asarray(post.samples["inclusion_prob"])  # (C, n, G, d, d)
+    means = incl.mean(axis=1)
+    n_split = int(((means.max(axis=0) - means.min(axis=0)) > 0.5).sum())
+    split = post.convergence["edge_split"]
+    assert (split is None) == (n_split == 0)
+    if split is not None:
+        assert split["n_edges"] == n_split
+        assert all(e["source"] in post.nodes and e["target"] in post.nodes for e in split["edges"])
     assert "chain_split" in post.convergence
 
 
@@ -415,6 +424,11 @@ def test_a_chain_split_warning_says_more_draws_will_not_help_and_names_the_fixed
     assert "different modes on 1 of 1 graph(s)" in msg and "pi by chain 0.86/0.04" in msg
     assert "more draws will not join them" in msg and "learn_slab=False" in msg
     assert "Increase Stage1Config.num_warmup" not in msg
+    # the suggested config validates, also from a config that used flip moves (they need the plain slab)
+    with pytest.warns(ConvergenceWarning) as rec:
+        _warn_if_poor(conv, dp.Stage1Config(flip_moves=4))
+    assert "slab_grid=(0.1, 0.3, 1.0), flip_moves=0)" in str(rec[0].message)
+    dp.Stage1Config(flip_moves=4).replace(learn_slab=False, slab_grid=(0.1, 0.3, 1.0), flip_moves=0)
     # a fixed slab has no learned scale to blame: the split is still named, the learned-slab advice is not
     conv["chain_split"] = _chain_split({"pi": s["pi"]})
     with pytest.warns(ConvergenceWarning) as rec:
@@ -461,3 +475,9 @@ def test_edge_split_lists_edges_that_are_on_in_some_chains_and_off_in_others():
     with pytest.warns(ConvergenceWarning) as rec:
         _warn_if_poor({**conv, "flip_accept_rate": 0.1})
     assert "More Stage1Config.flip_moves" in str(rec[0].message)
+    # a config that cannot take flip moves is not told to use them
+    with pytest.warns(ConvergenceWarning) as rec:
+        _warn_if_poor(conv, CFG.replace(learn_slab=False, slab_grid=(0.1, 0.3, 1.0)))
+    msg = str(rec[0].message)
+    assert "flip_moves=4" not in msg and "need the collapsed edge sampler and the plain slab" in msg
+    dp.Stage1Config(flip_moves=4)  # the advice given above validates with the defaults
