@@ -16,7 +16,7 @@ from dice_prob.config import DecoderConfig, DiagnosticsConfig, PipelineConfig, S
 from dice_prob.data import Panel, simulate
 from dice_prob.data.io import write_csv
 from dice_prob.errors import ConvergenceWarning
-from dice_prob.pipeline import load_result, run_pipeline, save_config
+from dice_prob.pipeline import load_config, load_result, run_pipeline, save_config
 
 TINY = PipelineConfig(
     stage1=Stage1Config(n_lags=2, num_warmup=50, num_samples=50, num_chains=1, progress_bar=False),
@@ -437,3 +437,19 @@ def test_run_without_config_shortens_the_decoder_history_on_a_short_series(n_ste
             DataValidationError, match="DecoderConfig.history: 36 time steps leave 1 training"
         ):
             _validate_inputs(panel, PipelineConfig(), None)
+
+
+def test_the_readme_recipe_for_a_fixed_slab_refit_keeps_the_run_s_spend_setting(tmp_path):
+    """README: edit DIR/config.toml (written as save_config writes it) to the fixed slab grid and pass it back."""
+    x = np.abs(np.random.default_rng(0).normal(size=(2, 60, 3)))
+    cfg, _ = cli.run_config(Panel(x, roles=["channel", "channel", "target"]))
+    text = save_config(cfg, tmp_path / "config.toml").read_text()
+    assert text.count("learn_slab = true") == 1 and text.count("slab_grid = [1.0]") == 1
+    edited = text.replace("learn_slab = true", "learn_slab = false").replace(
+        "slab_grid = [1.0]", "slab_grid = [0.1, 0.3, 1.0]"
+    )
+    (tmp_path / "edited.toml").write_text(edited)
+    refit = load_config(tmp_path / "edited.toml")
+    assert refit.stage1 == cfg.stage1.replace(learn_slab=False, slab_grid=(0.1, 0.3, 1.0))
+    assert (refit.stage1.channel_transform, refit.stage1.lag_decay) == ("log1p", 1.0)
+    assert refit.decoder == cfg.decoder
