@@ -73,11 +73,19 @@ def now_iso() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
-def seeded_args(doc: str, argv, *, default_seeds: int, fast_help: str, flags: dict[str, str] | None = None):
+def seeded_args(
+    doc: str,
+    argv,
+    *,
+    default_seeds: int,
+    fast_help: str,
+    flags: dict[str, str] | None = None,
+    options: dict[str, dict] | None = None,
+):
     """Parse the common ``--fast`` / ``--seeds N`` / ``--out DIR`` options; returns ``(args, seeds, out)`` with
     ``seeds`` the list ``0 .. N-1`` (1 seed with ``--fast`` unless ``--seeds`` says otherwise) and ``out`` a
     Path or None (``write_results``' default folder). ``flags``: extra on/off options of one script, as
-    ``{"--name": help}``."""
+    ``{"--name": help}``; ``options``: extra options with values, as ``{"--name": add_argument keywords}``."""
     import argparse
 
     ap = argparse.ArgumentParser(description=doc.splitlines()[0])
@@ -86,6 +94,8 @@ def seeded_args(doc: str, argv, *, default_seeds: int, fast_help: str, flags: di
     ap.add_argument("--out", help="results folder (default benchmarks/results)")
     for flag, text in (flags or {}).items():
         ap.add_argument(flag, action="store_true", help=text)
+    for flag, kwargs in (options or {}).items():
+        ap.add_argument(flag, **kwargs)
     args = ap.parse_args(argv)
     seeds = list(range(args.seeds or (1 if args.fast else default_seeds)))
     return args, seeds, None if args.out is None else Path(args.out)
