@@ -36,6 +36,30 @@ def command() -> str:
     return "python " + " ".join(sys.argv)
 
 
+def code_version() -> dict:
+    """The git commit the benchmark ran from and whether the working tree had uncommitted changes; None values
+    outside a git checkout. Results depend on the code as well as on the command: a later commit can move a fit's
+    random stream, so a table is reproducible from its commit, not from its command alone."""
+    import subprocess
+
+    def git(*args):
+        try:
+            proc = subprocess.run(
+                ["git", *args],
+                cwd=Path(__file__).resolve().parent,
+                capture_output=True,
+                text=True,
+                timeout=10,
+            )
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return proc.stdout.strip() if proc.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no") if commit else None
+    return {"commit": commit, "uncommitted_changes": None if status is None else bool(status)}
+
+
 def peak_rss_gb() -> float:
     """Peak resident memory of this process so far, in GB (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
@@ -111,6 +135,7 @@ def write_results(
         "name": name,
         "date": now_iso(),
         "command": command(),
+        "code": code_version(),
         "machine": machine(),
         "wall_s": wall_s,
         "peak_rss_gb": peak_rss_gb(),
@@ -121,7 +146,8 @@ def write_results(
     header = (
         f"# {name}\n\n"
         f"- command: `{meta['command']}`\n- date: {meta['date']}\n"
-        f"- machine: {m['platform']}, {m['cpu_count']} CPUs, jax {m['jax']} ({m['jax_backend']})\n"
+        + _code_line(meta["code"])
+        + f"- machine: {m['platform']}, {m['cpu_count']} CPUs, jax {m['jax']} ({m['jax_backend']})\n"
         + (f"- wall time: {wall_s:.1f} s\n" if wall_s is not None else "")
         + f"- peak RSS: {meta['peak_rss_gb']:.2f} GB\n\n"
     )
@@ -131,6 +157,13 @@ def write_results(
         f"command: {meta['command']}"
     )
     return out / f"{name}.json"
+
+
+def _code_line(code: dict) -> str:
+    if not code.get("commit"):
+        return ""
+    dirty = " with uncommitted changes" if code.get("uncommitted_changes") else ""
+    return f"- code: commit {code['commit'][:10]}{dirty}\n"
 
 
 def _json_default(o):

@@ -1,0 +1,39 @@
+"""``benchmarks/_common.write_results`` stamps each result with the code it came from, atomically."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+sys.path.insert(0, str(BENCH))
+import _common  # noqa: E402
+
+
+def test_results_name_the_commit_they_ran_from(tmp_path):
+    _common.write_results("x", {"a": 1}, "body", wall_s=2.0, out=tmp_path)
+    meta = json.loads((tmp_path / "x.json").read_text())["meta"]
+    md = (tmp_path / "x.md").read_text()
+    assert set(meta["code"]) == {"commit", "uncommitted_changes"}
+    head = None
+    if shutil.which("git"):
+        proc = subprocess.run(["git", "rev-parse", "HEAD"], cwd=BENCH, capture_output=True, text=True)
+        head = proc.stdout.strip() if proc.returncode == 0 else None
+    if head is None:
+        pytest.skip("not a git checkout: no commit to record")
+    assert meta["code"]["commit"] == head and isinstance(meta["code"]["uncommitted_changes"], bool)
+    assert f"- code: commit {head[:10]}" in md and md.rstrip().endswith("body")
+    assert not list(tmp_path.glob(".*.tmp"))  # no temporary file left behind
+
+
+def test_code_line_says_when_the_tree_had_uncommitted_changes():
+    assert _common._code_line({"commit": "0123456789abcdef", "uncommitted_changes": False}) == (
+        "- code: commit 0123456789\n"
+    )
+    assert "with uncommitted changes" in _common._code_line({"commit": "0" * 40, "uncommitted_changes": True})
+    assert _common._code_line({"commit": None, "uncommitted_changes": None}) == ""
