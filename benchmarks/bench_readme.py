@@ -33,6 +33,7 @@ OTHER = (
     "independent_generator",
     "graph_density",
     "graph_density_fixed_slab_grid",
+    "stage1_slab_grid_rdt",
 )
 
 
