@@ -35,9 +35,9 @@ DEFAULT_CELLS = ("default", "R=1", "d=12", "T=60", "T=200", "mmm")
 FAST_CELLS = ("R=1",)
 
 
-def fit_row(name: str, c: dict, cfg, seed: int, panel, truth, mask) -> dict:
+def fit_row(name: str, cfg, seed: int, panel, truth, mask) -> dict:
     idx = list(rr.CELLS).index(name)
-    post, wall, warns = run_stage1(key(seed, idx, 1), panel, cfg)
+    post, wall, _ = run_stage1(key(seed, idx, 1), panel, cfg)
     pip = rr._pip3(post, panel.n_shops, panel.n_nodes)
     m = scores_metrics(pip, truth, mask, pip > 0.5)
     return {
@@ -58,8 +58,8 @@ def run_cell(name: str, seeds, fast: bool) -> dict:
     learned_cfg = stage1_config(c["mode"], fast)
     out = {"setting": c, "learned": [], "fixed": []}
     for s in seeds:
-        out["learned"].append(fit_row(name, c, learned_cfg, s, panel, truth, mask))
-        out["fixed"].append(fit_row(name, c, learned_cfg.replace(**FIXED_SLAB_GRID), s, panel, truth, mask))
+        out["learned"].append(fit_row(name, learned_cfg, s, panel, truth, mask))
+        out["fixed"].append(fit_row(name, learned_cfg.replace(**FIXED_SLAB_GRID), s, panel, truth, mask))
         print(
             f"[{name}] seed {s}: AUROC learned {out['learned'][-1]['auroc']:.3f} "
             f"fixed {out['fixed'][-1]['auroc']:.3f}",

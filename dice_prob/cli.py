@@ -15,7 +15,7 @@ import warnings
 from pathlib import Path
 
 from dice_prob.errors import ConvergenceWarning, DiceProbError
-from dice_prob.inference.stage1 import describe_chain_split, describe_edge_split
+from dice_prob.inference.stage1 import describe_convergence_split
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
@@ -223,10 +223,9 @@ def print_summary(res, out: Path | None, *, file=None) -> None:
                 else ""
             )
         )
-        if conv.get("chain_split"):
-            lines.append("             " + describe_chain_split(conv["chain_split"]))
-        elif conv.get("edge_split"):
-            lines.append("             " + describe_edge_split(conv["edge_split"]))
+        split = describe_convergence_split(conv)
+        if split:
+            lines.append("             " + split)
     lines.append(f"graph        {h.get('n_edges_pip_gt_05', 'n/a')} candidate edge(s) with PIP > 0.5")
     edges = res.tables.get("edges")
     if edges is not None and len(edges):

@@ -234,6 +234,16 @@ class Stage1Config(_ConfigBase):
     carryover_sharing: str = "edge"
     flip_moves: int = 0
 
+    def supports_flip_moves(self) -> bool:
+        """Whether ``flip_moves > 0`` is allowed: the joint flips need the collapsed edge sampler (``edge_gibbs``,
+        ``edge_sampler='collapsed'``, ``nuts_edges`` not True) and the plain slab (``slab_grid=(1.0,)``)."""
+        return bool(
+            self.edge_gibbs
+            and self.edge_sampler == "collapsed"
+            and self.nuts_edges is not True
+            and tuple(self.slab_grid) == (1.0,)
+        )
+
     def __post_init__(self) -> None:
         c = "Stage1Config"
         _choice(self.support, c, "support", ("roles", "all"))
@@ -319,13 +329,7 @@ class Stage1Config(_ConfigBase):
         _choice(self.edge_sampler, c, "edge_sampler", ("collapsed", "single"))
         _int(self.flip_moves, c, "flip_moves", 0, 1000)
         _require(
-            self.flip_moves == 0
-            or (
-                self.edge_gibbs
-                and self.edge_sampler == "collapsed"
-                and self.nuts_edges is not True
-                and tuple(self.slab_grid) == (1.0,)
-            ),
+            self.flip_moves == 0 or self.supports_flip_moves(),
             c,
             "flip_moves",
             "needs the collapsed edge sampler (edge_gibbs=True, edge_sampler='collapsed', nuts_edges not True) "

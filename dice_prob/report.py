@@ -19,7 +19,7 @@ import pandas as pd
 
 from dice_prob._io_atomic import atomic_write_text
 from dice_prob.errors import InputTypeError
-from dice_prob.inference.stage1 import describe_chain_split, describe_edge_split
+from dice_prob.inference.stage1 import describe_convergence_split
 from dice_prob.models.forecast_baselines import reference_label
 
 __all__ = ["SECTIONS", "render_figures", "render_html", "report"]
@@ -416,13 +416,7 @@ def _context(res) -> dict:
         ],
         "conv_rows": [(k, _fmt(v)) for k, v in conv.items() if not isinstance(v, (dict, list))],
         "conv_ok": conv_ok,
-        "conv_split": (
-            describe_chain_split(conv["chain_split"])
-            if conv.get("chain_split")
-            else describe_edge_split(conv["edge_split"])
-            if conv.get("edge_split")
-            else None
-        ),
+        "conv_split": describe_convergence_split(conv),
         "mse7": _summ_str(h.get("mse7"), prob),
         "mse7_all": _summ_str(h.get("mse7_all_nodes"), prob),
         "mse7_persistence": _fmt(h.get("mse7_persistence")),

@@ -543,6 +543,16 @@ def describe_chain_split(split: dict) -> str:
     )
 
 
+def describe_convergence_split(conv: dict) -> str | None:
+    """The sentence on a ``convergence`` dict's split chains for the CLI summary and the report: the graph-level
+    ``chain_split`` when set (it splits the edges too), else ``edge_split``; None when the chains agree."""
+    if conv.get("chain_split"):
+        return describe_chain_split(conv["chain_split"])
+    if conv.get("edge_split"):
+        return describe_edge_split(conv["edge_split"])
+    return None
+
+
 def _split_lanes(x: np.ndarray, min_gap: float) -> np.ndarray:
     """(G,) whether the per-chain means of ``x`` (C, n, G) differ by > ``min_gap`` and > _SPLIT_SDS within sds."""
     means = x.mean(axis=1)  # (C, G)
@@ -559,16 +569,6 @@ def _flip_acceptance(acc) -> dict:
     a = np.asarray(acc, dtype=np.float64)  # (B, C, n, G, J_c)
     per_node = a.mean(axis=(1, 2))  # chains and draws pooled
     return {"flip_accept_rate": float(a.mean()), "flip_accept_min_node": float(per_node.min())}
-
-
-def _flips_allowed(config: Stage1Config | None) -> bool:
-    """Whether ``config.replace(flip_moves=4)`` would validate (Stage1Config's flip_moves rule)."""
-    return config is None or (
-        config.edge_gibbs
-        and config.edge_sampler == "collapsed"
-        and config.nuts_edges is not True
-        and tuple(config.slab_grid) == (1.0,)
-    )
 
 
 def _warn_if_poor(conv: dict, config: Stage1Config | None = None) -> None:
@@ -609,7 +609,7 @@ def _warn_if_poor(conv: dict, config: Stage1Config | None = None) -> None:
                 if conv.get("flip_accept_rate") is not None
                 else ". Stage1Config(flip_moves=4) proposes joint flips of two edges, which joined such chains in "
                 "benchmarks/stage1_chain_modes.py (max r_hat 5.27 -> 1.21 at 1.6x the time)"
-                if _flips_allowed(config)
+                if config is None or config.supports_flip_moves()
                 else ". Joint flip moves (Stage1Config.flip_moves) need the collapsed edge sampler and the plain slab"
             )
             + "; more num_chains shows how many states there are; inspect post.convergence['edge_split']."
