@@ -144,7 +144,11 @@ def test_report_names_chains_that_settled_in_different_modes():
         "poor convergence" in html
         and "different modes on 1 of 2 graph(s) (graph 0: pi by chain 0.86/0.04)" in html
     )
+    # more draws cannot join chains in different modes, so the status line must not advise them
+    assert "more warmup/draws/chains" not in html
     assert "different modes" not in render_html(_fake_result())
+    res.summary["convergence"].pop("chain_split")
+    assert "more warmup/draws/chains" in render_html(res)
 
 
 def test_report_has_no_network_assets(tmp_path):

@@ -153,6 +153,21 @@ def _compile_config(config: Stage1Config) -> Stage1Config:
     )
 
 
+def _flat_lanes(tree):
+    """(B, C, ...) leaves -> (B * C, ...)."""
+    return jax.tree_util.tree_map(lambda a: a.reshape((-1,) + a.shape[2:]), tree)
+
+
+def _unflat_lanes(tree, b: int, c: int):
+    """(B * C, ...) leaves -> (B, C, ...)."""
+    return jax.tree_util.tree_map(lambda a: a.reshape((b, c) + a.shape[1:]), tree)
+
+
+def _per_chain(tree, c: int):
+    """(B, ...) leaves -> (B * C, ...): each batch element repeated for its C chains."""
+    return jax.tree_util.tree_map(lambda a: jnp.repeat(a, c, axis=0), tree)
+
+
 def _compiled(kind: str, config: Stage1Config, n: int, args):
     """AOT-compile (and cache) the vmapped init / run-block function for these argument shapes.
 
@@ -167,6 +182,9 @@ def _compiled(kind: str, config: Stage1Config, n: int, args):
     if key in _COMPILED:
         return _COMPILED[key], 0.0
     mdl, init_kernel, sample_kernel = _kernels(config)
+    # The (batch B) x (chains C) lanes run under ONE vmap over B * C flattened lanes, the data repeated per
+    # chain: each vmap level re-batches NUTS's nested while loops, so two levels cost twice the tracing
+    # (~8 s more per compile on 2 CPU cores) for the same program.
     if kind == "init":
 
         def lane(rng, z0, fixed, data):
@@ -180,27 +198,38 @@ def _compiled(kind: str, config: Stage1Config, n: int, args):
             )
             return hs, fixed
 
-        fn = jax.vmap(jax.vmap(lane, in_axes=(0, 0, 0, None)), in_axes=(0, 0, 0, 0))
-    else:
+        def fn(keys, z0, fixed, data):
+            b, c = keys.shape[:2]
+            out = jax.vmap(lane)(_flat_lanes(keys), _flat_lanes(z0), _flat_lanes(fixed), _per_chain(data, c))
+            return _unflat_lanes(out, b, c)
 
-        def lane(state, data):
+    else:
+        # The scan also runs outside the vmap: vmapping a scan batches its body inside the scan's own fixpoint
+        # search as well. Batching one transition and scanning the batched step gives the same draws.
+        def step(s, fixed, data, eig):
+            s = sample_kernel(s, model_args=(data, fixed))
+            flip_accept = None
+            if config.edge_gibbs:
+                s, fixed, flip_accept = _gibbs_update(s, fixed, data, config, mdl, eig)
+            return (s, fixed), ({**s.z, **fixed}, s.diverging, s.num_steps, flip_accept)
+
+        def fn(state, data):
             st = data.structure
+            b, c = jax.tree_util.tree_leaves(state)[0].shape[:2]
             eig = None
             if config.mode != "mmm" and st.n_groups == len(st.group_of_shop):
                 # linear-mode features are data: decompose their Gram matrices once, not in every sweep
-                eig = gram_eigen(edge_features(data.xlag, st))
+                eig = _per_chain(jax.vmap(lambda d: gram_eigen(edge_features(d.xlag, st)))(data), c)
+            lanes_data = _per_chain(data, c)
 
             def body(carry, _):
-                s, fixed = carry
-                s = sample_kernel(s, model_args=(data, fixed))
-                flip_accept = None
-                if config.edge_gibbs:
-                    s, fixed, flip_accept = _gibbs_update(s, fixed, data, config, mdl, eig)
-                return (s, fixed), ({**s.z, **fixed}, s.diverging, s.num_steps, flip_accept)
+                return jax.vmap(step)(*carry, lanes_data, eig)
 
-            return lax.scan(body, state, None, length=n)
+            state, out = lax.scan(body, _flat_lanes(state), None, length=n)
+            # draws come out (n, B * C, ...); callers take (B, C, n, ...)
+            out = jax.tree_util.tree_map(lambda a: jnp.moveaxis(a, 0, 1), out)
+            return _unflat_lanes(state, b, c), _unflat_lanes(out, b, c)
 
-        fn = jax.vmap(jax.vmap(lane, in_axes=(0, None)), in_axes=(0, 0))
     t0 = time.perf_counter()
     compiled = jax.jit(fn).lower(*args).compile()
     dt = time.perf_counter() - t0
@@ -305,11 +334,17 @@ def _block_size(nw: int, ns: int, progress: bool) -> int:
 def _site_info(config: Stage1Config, data0: Stage1Data):
     """Latent site names, shapes and constraining bijections of the model (traced once on one lane)."""
     mdl, _, _ = _kernels(config)
-    tr = trace(seed(mdl, 0)).get_trace(data0, obs=data0.y)
     info = {}
-    for name, s in tr.items():
-        if s["type"] == "sample" and not s["is_observed"]:
-            info[name] = (tuple(jnp.shape(s["value"])), biject_to(s["fn"].support))
+
+    def record(data):
+        tr = trace(seed(mdl, 0)).get_trace(data, obs=data.y)
+        for name, s in tr.items():
+            if s["type"] == "sample" and not s["is_observed"]:
+                info[name] = (tuple(jnp.shape(s["value"])), biject_to(s["fn"].support))
+
+    # traced abstractly: running the model eagerly would compile each of its ops one by one (~10 s per fit); the
+    # sites' supports are constants (real, positive, unit interval), so no tracer leaves the trace
+    jax.eval_shape(record, data0)
     return info
 
 
@@ -952,8 +987,11 @@ def fit_graph(rng_key, panel: Panel, *, config: Stage1Config = Stage1Config()) -
     slab, spike = _scales(config, st, samples.get(sites.SLAB))
     coef = samples[sites.BETA if config.mode == "mmm" else sites.WEIGHTS]
     pi = samples[sites.PI]
+    # jitted: eagerly, each of its ops would compile on its own for these shapes
     ep = np.asarray(
-        edge_inclusion_prob(jnp.asarray(coef), jnp.asarray(pi), slab, spike, tuple(config.slab_grid))
+        jax.jit(edge_inclusion_prob, static_argnames="grid")(
+            jnp.asarray(coef), jnp.asarray(pi), slab, spike, grid=tuple(config.slab_grid)
+        )
     )
     samples[sites.EDGE_PROB] = ep
     if config.mode == "linear" and config.lag_decay:
