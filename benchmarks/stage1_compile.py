@@ -2,8 +2,7 @@
 
 python benchmarks/stage1_compile.py
 
-Two fits: an mmm-mode fit of a two-node panel (a channel driving a target through a saturating lag, T=300,
-2 chains, 150 + 150 draws; the fit of ``tests/inference/test_stage1.py``'s ``node_scale`` mmm test) and a
+Two fits: an mmm-mode fit of a one-shop mmm funnel (T=300, 2 lags, 2 chains, 150 + 150 draws) and a
 linear-mode fit of a four-shop funnel (d=8, T=100, the suite's fast Stage 1 setting). For each it reports the
 wall seconds of the first and the second fit and the first fit's ``compile_s`` / ``sample_s`` from
 ``GraphPosterior.timing``. Diagnostic only: no target, not part of ``bench all``. Compare runs on the same machine
@@ -17,28 +16,22 @@ import time
 import warnings
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import speed  # noqa: E402
 from _common import write_results  # noqa: E402
 from _suite import key, stage1_config  # noqa: E402
 
 import dice_prob as dp  # noqa: E402
+from dice_prob.data import simulate  # noqa: E402
 from dice_prob.inference.stage1 import fit_graph  # noqa: E402
 
 NAME = "stage1_compile"
 
 
 def mmm_case():
-    rng = np.random.default_rng(7)
-    t = 300
-    x = np.abs(rng.normal(size=(t, 2)))
-    for s in range(1, t):
-        x[s, 1] = 0.9 * x[s - 1, 1] + 0.5 * x[s - 1, 0] / (x[s - 1, 0] + 0.5) + 0.1 * rng.normal()
-    panel = dp.Panel(x, roles=["channel", "target"], train_steps=t)
+    sim = simulate.funnel(key(0), n_shops=1, n_steps=300, n_lags=2, mode="mmm")
     cfg = dp.Stage1Config(mode="mmm", n_lags=2, num_warmup=150, num_samples=150, progress_bar=False)
-    return panel, cfg
+    return sim.panel, cfg
 
 
 def linear_case():
