@@ -865,6 +865,8 @@ class GraphPosterior:
 
 
 _sample_jit = jax.jit(sample_graphs, static_argnums=2)
+# jitted: run eagerly, each of its ops would compile on its own for every new shape of draws
+_edge_prob_jit = jax.jit(edge_inclusion_prob, static_argnums=4)
 
 
 # ----------------------------------------------------------------------------------------------- fit_graph
@@ -987,12 +989,7 @@ def fit_graph(rng_key, panel: Panel, *, config: Stage1Config = Stage1Config()) -
     slab, spike = _scales(config, st, samples.get(sites.SLAB))
     coef = samples[sites.BETA if config.mode == "mmm" else sites.WEIGHTS]
     pi = samples[sites.PI]
-    # jitted: eagerly, each of its ops would compile on its own for these shapes
-    ep = np.asarray(
-        jax.jit(edge_inclusion_prob, static_argnames="grid")(
-            jnp.asarray(coef), jnp.asarray(pi), slab, spike, grid=tuple(config.slab_grid)
-        )
-    )
+    ep = np.asarray(_edge_prob_jit(jnp.asarray(coef), jnp.asarray(pi), slab, spike, tuple(config.slab_grid)))
     samples[sites.EDGE_PROB] = ep
     if config.mode == "linear" and config.lag_decay:
         # the sampler worked on the weights of the prior-scaled lags (prepare_data): back to the data's lags
