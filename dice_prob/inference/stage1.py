@@ -49,6 +49,7 @@ from numpyro.handlers import seed, trace
 from numpyro.infer.hmc import hmc
 from numpyro.infer.util import constrain_fn, potential_energy
 
+from dice_prob import _random
 from dice_prob._progress import progress_enabled
 from dice_prob.config import Stage1Config
 from dice_prob.data.panel import Panel
@@ -367,7 +368,8 @@ def _run_nuts(rng_key, batched: Stage1Data, config: Stage1Config, *, desc: str):
         base = np.stack([v[name] for v in inits]) if name in inits[0] else np.zeros((b_,) + shape, np.float32)
         # small per-chain jitter: chains start near the slab-only mode, not at one point
         radius = 0.02 if name in (sites.WEIGHTS, sites.BETA) else 0.1
-        jit = jax.random.uniform(k, (b_, c_) + shape, minval=-radius, maxval=radius)
+        # drawn flat: the same numbers, without XLA:CPU's slow compile of a many-axis draw (dice_prob._random)
+        jit = _random.uniform(k, (b_, c_) + shape, minval=-radius, maxval=radius)
         z0[name] = jnp.asarray(base)[:, None] + jit
     keys = jax.random.split(k_run, b_ * c_).reshape((b_, c_) + jax.random.split(k_run, 1).shape[1:])
 

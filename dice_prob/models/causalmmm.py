@@ -69,6 +69,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dice_prob import _random
 from dice_prob.config import _choice, _ConfigBase, _int, _pos, _require
 from dice_prob.errors import ConfigError, DataValidationError, GraphValidationError
 
@@ -370,12 +371,12 @@ def _dropout(key, x, p: float):
 
 
 def _xavier(key, fan_in: int, fan_out: int) -> jax.Array:
-    return jax.random.normal(key, (fan_in, fan_out)) * math.sqrt(2.0 / (fan_in + fan_out))
+    return _random.normal(key, (fan_in, fan_out)) * math.sqrt(2.0 / (fan_in + fan_out))
 
 
 def _torch_uniform(key, shape, fan_in: int) -> jax.Array:
     bound = 1.0 / math.sqrt(fan_in)
-    return jax.random.uniform(key, shape, minval=-bound, maxval=bound)
+    return _random.uniform(key, shape, minval=-bound, maxval=bound)
 
 
 def _split(key, n):
