@@ -29,6 +29,8 @@ def machine() -> dict:
         "python": sys.version.split()[0],
         "jax": jax.__version__,
         "jax_backend": jax.default_backend(),
+        # >1 when `dice-prob bench all --jobs N` ran this script beside others: its timings are contended
+        "bench_jobs": int(os.environ.get("DICE_PROB_BENCH_JOBS", "1")),
     }
 
 
@@ -148,6 +150,12 @@ def write_results(
         f"- command: `{meta['command']}`\n- date: {meta['date']}\n"
         + _code_line(meta["code"])
         + f"- machine: {m['platform']}, {m['cpu_count']} CPUs, jax {m['jax']} ({m['jax_backend']})\n"
+        + (
+            f"- timings contended: ran beside up to {m['bench_jobs'] - 1} other benchmark(s) "
+            f"(`dice-prob bench all --jobs {m['bench_jobs']}`)\n"
+            if m.get("bench_jobs", 1) > 1
+            else ""
+        )
         + (f"- wall time: {wall_s:.1f} s\n" if wall_s is not None else "")
         + f"- peak RSS: {meta['peak_rss_gb']:.2f} GB\n\n"
     )

@@ -471,6 +471,12 @@ def _cmd_bench(args) -> int:
         print("run one with: dice-prob bench NAME [--fast] [--out DIR]")
         return EXIT_OK
     name = args.name[:-3] if args.name.endswith(".py") else args.name
+    jobs = getattr(args, "jobs", 1)
+    if jobs is not None and (jobs < 1 or (jobs > 1 and name != "all")):
+        raise DataValidationError(
+            f"bench: --jobs {jobs}: give a whole number >= 1, and more than 1 only with 'all' (one script runs "
+            "alone); drop --jobs or run: dice-prob bench all --jobs 2"
+        )
     if name == "all":
         missing = [n for n in BENCH_SUITE if n not in names]
         if missing:
@@ -498,8 +504,15 @@ def _cmd_bench(args) -> int:
     return subprocess.call(cmd, cwd=str(bdir.parent))
 
 
+# Benchmarks that must run alone even with --jobs > 1: speed reports wall times and peak memory.
+BENCH_SOLO = ("speed",)
+# (later, earlier): with --jobs > 1, `later` starts only once `earlier` has finished, so that it loads the programs
+# `earlier` compiled from the shared cache instead of compiling them at the same time
+BENCH_AFTER = {"graph_swap": "sparse_target"}
+
+
 def _bench_all(bdir: Path, args) -> int:
-    """Run every suite benchmark in order; keep going after a failure, exit 1 if any script exited non-zero.
+    """Run every suite benchmark; keep going after a failure, exit 1 if any script exited non-zero.
 
     A target a benchmark does not meet is reported in its tables and is not a failure; an exception is.
 
@@ -507,11 +520,15 @@ def _bench_all(bdir: Path, args) -> int:
     is set): ``graph_swap`` fits and trains what ``sparse_target`` did, and loads those programs instead of compiling
     them again. The cache holds XLA executables only, so the numbers are the same; ``speed`` turns it off for itself
     so that its first-call timings stay cold.
+
+    ``--jobs N`` runs up to N scripts at a time (each script's output is printed when it ends); ``speed`` always
+    runs alone, last. Scripts that ran beside others record it in their result files (their timings are contended).
     """
     import os
     import shutil
     import tempfile
 
+    jobs = int(getattr(args, "jobs", 1) or 1)
     env = dict(os.environ)
     made = None
     if not env.get("JAX_COMPILATION_CACHE_DIR"):
@@ -520,7 +537,12 @@ def _bench_all(bdir: Path, args) -> int:
     walls, failed = {}, []
     t_all = time.perf_counter()
     try:
+        shared = [n for n in BENCH_SUITE if n not in BENCH_SOLO] if jobs > 1 else []
+        if shared:
+            _bench_concurrently(bdir, args, shared, jobs, env, walls, failed)
         for name in BENCH_SUITE:
+            if name in shared:
+                continue
             cmd = _bench_command(bdir, name, args)
             print(f"running {' '.join(cmd)}", file=sys.stderr, flush=True)
             t0 = time.perf_counter()
@@ -538,6 +560,44 @@ def _bench_all(bdir: Path, args) -> int:
         print(f"dice-prob: error: bench all: failed: {', '.join(failed)}", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _bench_concurrently(
+    bdir: Path, args, names: list, jobs: int, env: dict, walls: dict, failed: list
+) -> None:
+    """Run ``names`` up to ``jobs`` at a time, in order as far as BENCH_AFTER allows; each script's output goes to a
+    temporary file that is printed when the script ends (interleaved lines would be unreadable)."""
+    import tempfile
+
+    env = {**env, "DICE_PROB_BENCH_JOBS": str(jobs)}
+    waiting, running, done = list(names), {}, set()
+    while waiting or running:
+        for name in list(waiting):
+            if len(running) >= jobs:
+                break
+            if BENCH_AFTER.get(name) in waiting or BENCH_AFTER.get(name) in running:
+                continue
+            cmd = _bench_command(bdir, name, args)
+            print(f"running {' '.join(cmd)} (beside up to {jobs - 1} other)", file=sys.stderr, flush=True)
+            log = tempfile.TemporaryFile(mode="w+")
+            proc = subprocess.Popen(cmd, cwd=str(bdir.parent), env=env, stdout=log, stderr=subprocess.STDOUT)
+            running[name] = (proc, log, time.perf_counter())
+            waiting.remove(name)
+        time.sleep(0.5)
+        for name, (proc, log, t0) in list(running.items()):
+            rc = proc.poll()
+            if rc is None:
+                continue
+            walls[name] = time.perf_counter() - t0
+            log.seek(0)
+            print(f"----- {name} (exit {rc}, {walls[name]:.0f} s) -----", file=sys.stderr)
+            sys.stderr.write(log.read())
+            sys.stderr.flush()
+            log.close()
+            del running[name]
+            done.add(name)
+            if rc != 0:
+                failed.append(f"{name} (exit {rc})")
 
 
 # ====================================================================================== parser / main
@@ -607,6 +667,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume",
         action="store_true",
         help=f"continue a stopped run: reuse the seeds it saved with the same settings ({', '.join(BENCH_RESUMABLE)})",
+    )
+    b.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="with 'all': run up to this many scripts at a time (speed always runs alone); default 1",
     )
     b.set_defaults(func=_cmd_bench)
     return p

@@ -6,6 +6,7 @@ import io
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -225,6 +226,57 @@ def test_bench_all_fails_on_an_exception_but_runs_the_rest(tmp_path, monkeypatch
     err = capfd.readouterr().err
     assert "failed: graph_swap (exit 1)" in err
     assert "Traceback" in err  # the failing script's own traceback stays visible
+
+
+_TIMED_STUB = """import json, os, pathlib, sys, time
+args = sys.argv[1:]
+out = pathlib.Path(args[args.index("--out") + 1])
+out.mkdir(parents=True, exist_ok=True)
+t0 = time.time()
+time.sleep(0.4)
+with open(out / "calls.jsonl", "a") as fh:
+    fh.write(json.dumps({"name": pathlib.Path(sys.argv[0]).stem, "start": t0, "end": time.time(),
+                         "jobs": os.environ.get("DICE_PROB_BENCH_JOBS"),
+                         "cache": os.environ.get("JAX_COMPILATION_CACHE_DIR")}) + "\\n")
+print("done", pathlib.Path(sys.argv[0]).stem)
+"""
+
+
+def test_bench_all_jobs_runs_scripts_side_by_side_and_speed_alone(tmp_path, monkeypatch, capsys):
+    bdir = tmp_path / "benchmarks"
+    bdir.mkdir()
+    for name in cli.BENCH_SUITE:
+        (bdir / f"{name}.py").write_text(_TIMED_STUB)
+    monkeypatch.setattr(cli, "benchmarks_dir", lambda: bdir)
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
+    out = tmp_path / "res"
+    assert cli.main(["bench", "all", "--fast", "--jobs", "2", "--out", str(out)]) == 0
+    calls = {c["name"]: c for c in _calls(out)}
+    assert set(calls) == set(cli.BENCH_SUITE)
+    shared = [n for n in cli.BENCH_SUITE if n not in cli.BENCH_SOLO]
+    # two at a time: some pair overlaps, never three
+    spans = [(calls[n]["start"], calls[n]["end"]) for n in shared]
+    assert any(a[0] < b[1] and b[0] < a[1] for i, a in enumerate(spans) for b in spans[i + 1 :])
+    for t in (s for s, _ in spans):
+        assert sum(s <= t < e for s, e in spans) <= 2
+    # speed runs alone after every other script; graph_swap waits for sparse_target (whose programs it loads)
+    assert calls["speed"]["start"] >= max(e for _, e in spans)
+    assert calls["graph_swap"]["start"] >= calls["sparse_target"]["end"]
+    # the side-by-side scripts know it (their tables say their timings were contended); speed does not
+    assert {calls[n]["jobs"] for n in shared} == {"2"} and calls["speed"]["jobs"] is None
+    # one temporary compilation cache for all of them, removed afterwards
+    caches = {c["cache"] for c in calls.values()}
+    assert len(caches) == 1 and not Path(caches.pop()).exists()
+    err = capsys.readouterr().err
+    assert all(f"done {n}" in err for n in shared)  # each script's output is printed when it ends
+    assert "bench all:" in err
+
+
+def test_bench_jobs_is_validated(capsys):
+    assert cli.main(["bench", "all", "--jobs", "0"]) == 2
+    assert "--jobs 0" in _one_error_line(capsys)
+    assert cli.main(["bench", "recovery_rdt", "--jobs", "2"]) == 2
+    assert "only with 'all'" in _one_error_line(capsys)
 
 
 def test_bench_all_needs_every_suite_script(tmp_path, monkeypatch, capsys):
