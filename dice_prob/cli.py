@@ -570,7 +570,7 @@ def _bench_concurrently(
     import tempfile
 
     env = {**env, "DICE_PROB_BENCH_JOBS": str(jobs)}
-    waiting, running, done = list(names), {}, set()
+    waiting, running = list(names), {}
     while waiting or running:
         for name in list(waiting):
             if len(running) >= jobs:
@@ -595,7 +595,6 @@ def _bench_concurrently(
             sys.stderr.flush()
             log.close()
             del running[name]
-            done.add(name)
             if rc != 0:
                 failed.append(f"{name} (exit {rc})")
 
