@@ -19,12 +19,14 @@ from dice_prob.data.io import write_csv
 from dice_prob.errors import ConvergenceWarning
 from dice_prob.pipeline import load_config, load_result, run_pipeline, save_config
 
+#: tests/test_pipeline.py's tiny settings (same shapes and sizes, so the compiled programs that file leaves in the
+#: test run's JAX compilation cache are loaded here, not compiled again), without the comparison decoder.
 TINY = PipelineConfig(
     stage1=Stage1Config(n_lags=2, num_warmup=50, num_samples=50, num_chains=1, progress_bar=False),
     decoder=DecoderConfig(
-        hidden_size=8, message_size=4, embed_size=4, history=10, max_epochs=2, patience=2, progress_bar=False
+        hidden_size=8, message_size=4, embed_size=4, history=10, max_epochs=3, patience=3, progress_bar=False
     ),
-    diagnostics=DiagnosticsConfig(n_graph_samples=6, n_windows=6),
+    diagnostics=DiagnosticsConfig(n_graph_samples=8, n_windows=8),
     comparison_decoders=(),
 )
 ROLE_ARGS = ["--channels", "ch0", "ch1", "ch2", "ch3", "ch4", "--intermediates", "mid0", "mid1"]
@@ -242,7 +244,7 @@ print("done", pathlib.Path(sys.argv[0]).stem)
 """
 
 
-def test_bench_all_jobs_runs_scripts_side_by_side_and_speed_alone(tmp_path, monkeypatch, capsys):
+def _run_timed_suite(tmp_path, monkeypatch, *flags):
     bdir = tmp_path / "benchmarks"
     bdir.mkdir()
     for name in cli.BENCH_SUITE:
@@ -250,26 +252,50 @@ def test_bench_all_jobs_runs_scripts_side_by_side_and_speed_alone(tmp_path, monk
     monkeypatch.setattr(cli, "benchmarks_dir", lambda: bdir)
     monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
     out = tmp_path / "res"
-    assert cli.main(["bench", "all", "--fast", "--jobs", "2", "--out", str(out)]) == 0
+    assert cli.main(["bench", "all", *flags, "--jobs", "2", "--out", str(out)]) == 0
     calls = {c["name"]: c for c in _calls(out)}
     assert set(calls) == set(cli.BENCH_SUITE)
-    shared = [n for n in cli.BENCH_SUITE if n not in cli.BENCH_SOLO]
-    # two at a time: some pair overlaps, never three
-    spans = [(calls[n]["start"], calls[n]["end"]) for n in shared]
-    assert any(a[0] < b[1] and b[0] < a[1] for i, a in enumerate(spans) for b in spans[i + 1 :])
-    for t in (s for s, _ in spans):
-        assert sum(s <= t < e for s, e in spans) <= 2
-    # speed runs alone after every other script; graph_swap waits for sparse_target (whose programs it loads)
-    assert calls["speed"]["start"] >= max(e for _, e in spans)
-    assert calls["graph_swap"]["start"] >= calls["sparse_target"]["end"]
-    # the side-by-side scripts know it (their tables say their timings were contended); speed does not
-    assert {calls[n]["jobs"] for n in shared} == {"2"} and calls["speed"]["jobs"] is None
     # one temporary compilation cache for all of them, removed afterwards
     caches = {c["cache"] for c in calls.values()}
     assert len(caches) == 1 and not Path(caches.pop()).exists()
+    return calls
+
+
+def _check_two_at_a_time(calls, names):
+    spans = [(calls[n]["start"], calls[n]["end"]) for n in names]
+    assert any(a[0] < b[1] and b[0] < a[1] for i, a in enumerate(spans) for b in spans[i + 1 :])
+    for t in (s for s, _ in spans):
+        assert sum(s <= t < e for s, e in spans) <= 2
+    return spans
+
+
+def test_bench_all_jobs_runs_scripts_side_by_side_and_speed_alone(tmp_path, monkeypatch, capsys):
+    """A full run: two at a time, longest first, and speed (wall times, peak memory) alone at the end."""
+    assert sorted(cli.BENCH_JOBS_ORDER) == sorted(cli.BENCH_SUITE)
+    calls = _run_timed_suite(tmp_path, monkeypatch)
+    shared = [n for n in cli.BENCH_SUITE if n not in cli.BENCH_SOLO]
+    spans = _check_two_at_a_time(calls, shared)
+    # speed runs alone after every other script; graph_swap waits for sparse_target (whose programs it loads)
+    assert calls["speed"]["start"] >= max(e for _, e in spans)
+    assert calls["graph_swap"]["start"] >= calls["sparse_target"]["end"]
+    # the two longest start first
+    first_two = sorted(shared, key=lambda n: calls[n]["start"])[:2]
+    assert set(first_two) == set(cli.BENCH_JOBS_ORDER[:2])
+    # the side-by-side scripts know it (their tables say their timings were contended); speed does not
+    assert {calls[n]["jobs"] for n in shared} == {"2"} and calls["speed"]["jobs"] is None
     err = capsys.readouterr().err
     assert all(f"done {n}" in err for n in shared)  # each script's output is printed when it ends
     assert "bench all:" in err
+
+
+def test_bench_all_fast_jobs_runs_speed_beside_the_others(tmp_path, monkeypatch, capsys):
+    """--fast is a smoke run: speed does not wait for the others, and its table is told it was contended."""
+    calls = _run_timed_suite(tmp_path, monkeypatch, "--fast")
+    _check_two_at_a_time(calls, cli.BENCH_SUITE)
+    assert calls["speed"]["start"] < max(c["end"] for n, c in calls.items() if n != "speed")
+    assert calls["graph_swap"]["start"] >= calls["sparse_target"]["end"]
+    assert {c["jobs"] for c in calls.values()} == {"2"}
+    assert "bench all:" in capsys.readouterr().err
 
 
 def test_bench_jobs_is_validated(capsys):
