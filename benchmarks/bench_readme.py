@@ -181,6 +181,8 @@ def build() -> str:
         "Every table here is regenerated from the result files; each result file names the machine, the command "
         "and the date. Run the whole suite with `dice-prob bench all` (5 seeds, default sizes) or "
         "`dice-prob bench all --fast` (1 seed, small sizes, writes to `benchmarks/results/fast/`, run in CI). "
+        "`--jobs 2` runs two scripts at a time, longest first (CI does; their tables then say the timings were "
+        "contended; a full run keeps `speed` alone, last). "
         "Where only a `--fast` run exists, the tables below come from it and say so: those numbers are smoke-test "
         "sizes (short NUTS runs, 25-epoch CausalMMM at hidden size 16) and do not settle any claim. A full run "
         "takes hours: `sparse_target`, `graph_swap`, `multi_graph` and `causalmmm_layout` save every finished seed "
