@@ -114,12 +114,21 @@ def test_lockstep_tree_stats_are_reported(shop_post):
     assert 0 <= c["max_tree_depth_hits"] <= 2 * 2 * CFG.num_samples
 
 
-def test_nuts_over_edges_too_gives_the_same_posterior(shop_post):
+# Monte Carlo error well below the 0.1 tolerance of the comparison below; the single sweep that follows NUTS needs
+# the plain slab
+LONGER = CFG.replace(num_warmup=200, num_samples=300, slab_grid=(1.0,))
+
+
+@pytest.fixture(scope="module")
+def nuts_edges_post():
+    """NUTS over every site, then the single-edge Gibbs sweep (one fit, shared by two tests)."""
+    return _fit(jax.random.key(5), _panel(), LONGER.replace(nuts_edges=True))
+
+
+def test_nuts_over_edges_too_gives_the_same_posterior(nuts_edges_post):
     """HMC-within-Gibbs (default) and NUTS over every site + the Gibbs sweep target the same posterior."""
-    # Monte Carlo error well below the 0.1 tolerance; the single sweep that follows NUTS needs the plain slab
-    longer = CFG.replace(num_warmup=200, num_samples=300, slab_grid=(1.0,))
-    both = _fit(jax.random.key(5), _panel(), longer.replace(nuts_edges=True))
-    gibbs = _fit(jax.random.key(6), _panel(), longer)
+    both = nuts_edges_post
+    gibbs = _fit(jax.random.key(6), _panel(), LONGER)
     assert both.convergence["nuts_edges"] is True and gibbs.convergence["nuts_edges"] is False
     assert both.convergence["mean_tree_steps"] > gibbs.convergence["mean_tree_steps"]
     mask = _panel().support_mask()
@@ -140,7 +149,7 @@ def test_nuts_edges_config_is_validated_and_round_trips():
     assert plain.convergence["nuts_edges"] is True
 
 
-def test_edge_sampler_and_learn_slab_are_validated_and_reported(shop_post):
+def test_edge_sampler_and_learn_slab_are_validated_and_reported(shop_post, nuts_edges_post):
     assert shop_post.convergence["edge_sampler"] == "collapsed"
     cfg = dp.Stage1Config(edge_sampler="single", learn_slab=False, slab_scale_sd=0.5, slab_grid=(1.0,))
     assert dp.Stage1Config.from_dict(cfg.to_dict()) == cfg
@@ -172,10 +181,7 @@ def test_edge_sampler_and_learn_slab_are_validated_and_reported(shop_post):
     with pytest.raises(ConfigError, match="slab_scale_sd"):
         dp.Stage1Config(slab_scale_sd=0.0)
     # NUTS over the intercepts and own lags rules out integrating them out: the single sweep runs
-    both = _fit(
-        jax.random.key(0), _panel(n_shops=1), CFG.replace(nuts_edges=True, num_samples=20, slab_grid=(1.0,))
-    )
-    assert both.convergence["edge_sampler"] == "single"
+    assert nuts_edges_post.convergence["edge_sampler"] == "single"
     # the learned slab is a sampled site, reported per shop like pi
     assert shop_post.samples["slab"].shape == shop_post.samples["pi"].shape
     fixed = _fit(jax.random.key(0), _panel(n_shops=1), CFG.replace(learn_slab=False, num_samples=20))
