@@ -20,7 +20,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from dice_prob.models.decoder import _zero_last, teacher_forced_and_rollout
+from dice_prob.models.decoder import _zero_last, scaled_normal, teacher_forced_and_rollout
 
 __all__ = ["ARTargetDecoder", "DenseDecoder"]
 
@@ -179,7 +179,7 @@ class ARTargetDecoder(_Interface):
             p,
         )
         self.target_index = int(target_index) % d
-        self.embed = 0.5 * jax.random.normal(k_emb, (d, e))
+        self.embed = scaled_normal(k_emb, (d, e), 0.5)
         self.ar_coef = jnp.zeros((d, p))
         self.ar_bias = jnp.zeros((d,))
         self.mlp = _zero_last(

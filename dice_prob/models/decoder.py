@@ -49,6 +49,16 @@ def hill(u, half, slope):
     return un / (un + jnp.power(half, slope))
 
 
+def scaled_normal(key, shape, scale: float):
+    """``scale * N(0, 1)`` draws, the same bits whether built eagerly or inside a jit.
+
+    The barrier keeps XLA from folding ``scale`` into the normal's own constants when a constructor is traced as one
+    program (``inference.train.build_decoder`` is): a reassociated product rounds differently in the last bit for a
+    scale that is not a power of two. Eagerly the barrier is the identity.
+    """
+    return scale * jax.lax.optimization_barrier(jax.random.normal(key, shape))
+
+
 def _zero_last(mlp: eqx.nn.MLP) -> eqx.nn.MLP:
     """Zero the last layer of an MLP so a fresh decoder starts exactly at its own-lag AR skip."""
     last = mlp.layers[-1]
@@ -189,7 +199,7 @@ class GraphSafeDecoder(eqx.Module):
         self.context_scale = tuple(
             float(v) for v in (context_scale if context_scale is not None else [1.0] * context_size)
         )
-        self.embed = 0.5 * jax.random.normal(k_emb, (d, e))
+        self.embed = scaled_normal(k_emb, (d, e), 0.5)
         self.ar_coef = jnp.zeros((d, p))
         self.ar_bias = jnp.zeros((d,))
         # linear graph-gated lag path K[j, i, l] (src, dst, lag), zero at init; gated by A[j, i] at every step,
@@ -202,9 +212,9 @@ class GraphSafeDecoder(eqx.Module):
         )
         if self.hill_head:
             k1, k2 = jax.random.split(k_hill)
-            self.hill_proj = 0.1 * jax.random.normal(k1, (h + 1,))  # u = softplus(w . h_T + b)
+            self.hill_proj = scaled_normal(k1, (h + 1,), 0.1)  # u = softplus(w . h_T + b)
             self.hill_params = jnp.zeros((2,))  # log K, log n
-            self.hill_ctx = 0.1 * jax.random.normal(k2, (self.context_size + 1,))  # s(c) = v . c + v0
+            self.hill_ctx = scaled_normal(k2, (self.context_size + 1,), 0.1)  # s(c) = v . c + v0
         else:
             self.hill_proj = self.hill_params = self.hill_ctx = None
 

@@ -15,10 +15,12 @@ from dice_prob.errors import ConfigError, DataValidationError, GraphValidationEr
 from dice_prob.inference.train import (
     _RIDGE_GRID,
     TrainedDecoder,
+    _build_decoder_eager,
     _graph_moments,
     _ls_ar_init,
     _ls_init,
     _split_train_val,
+    build_decoder,
     evaluate_mse,
     resolve_graph,
     train_decoder,
@@ -37,6 +39,28 @@ TINY = dp.DecoderConfig(
     patience=5,
     progress_bar=False,
 )
+
+
+@pytest.mark.parametrize(
+    ("architecture", "hidden"), [("graph_safe", 4), ("graph_safe", 16), ("dense", 8), ("ar_only", 4)]
+)
+def test_jitted_build_gives_the_eager_weights_bit_for_bit(architecture, hidden):
+    """build_decoder traces the construction as one program; weights and static fields equal eager construction
+    (the graph-safe decoder with its Hill head, whose draws are scaled by 0.1, not a power of two)."""
+    cfg = TINY.replace(architecture=architecture, hidden_size=hidden, hill_head=architecture == "graph_safe")
+    kw = dict(config=cfg, context_size=2, target_index=-1, context_mean=np.array([0.3, -0.2]))
+    kw["context_scale"] = np.array([1.5, 2.0])
+    jitted = build_decoder(jax.random.key(3), D, **kw)
+    eager = _build_decoder_eager(jax.random.key(3), D, **kw)
+    arr_j, static_j = eqx.partition(jitted, eqx.is_array)
+    arr_e, static_e = eqx.partition(eager, eqx.is_array)
+    assert jax.tree_util.tree_structure(arr_j) == jax.tree_util.tree_structure(arr_e)
+    assert eqx.tree_equal(static_j, static_e)
+    for a, b in zip(jax.tree_util.tree_leaves(arr_j), jax.tree_util.tree_leaves(arr_e), strict=True):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    if architecture != "ar_only":  # the AR-only decoder reads no context
+        assert jitted.context_mean == (0.3, -0.2) and jitted.context_scale == (1.5, 2.0)
 
 
 def _var_panel(seed=0, shops=3, steps=60, noise=0.3):
