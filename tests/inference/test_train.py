@@ -51,7 +51,7 @@ def test_jitted_build_gives_the_eager_weights_bit_for_bit(architecture, hidden):
     kw = dict(config=cfg, context_size=2, target_index=-1, context_mean=np.array([0.3, -0.2]))
     kw["context_scale"] = np.array([1.5, 2.0])
     jitted = build_decoder(jax.random.key(3), D, **kw)
-    eager = _build_decoder_eager(jax.random.key(3), D, **kw)
+    eager = _build_decoder_eager(jax.random.key(3), D, cfg, 2, -1, (0.3, -0.2), (1.5, 2.0))
     arr_j, static_j = eqx.partition(jitted, eqx.is_array)
     arr_e, static_e = eqx.partition(eager, eqx.is_array)
     assert jax.tree_util.tree_structure(arr_j) == jax.tree_util.tree_structure(arr_e)
