@@ -16,21 +16,12 @@ from __future__ import annotations
 import gc
 import os
 import shutil
-import tempfile
-
-#: Programs that compile faster than this are not written to the disk cache (JAX's default is 1 s). 0 keeps them all:
-#: each fresh process or test file otherwise compiles again the many small eager programs (random draws, reshapes,
-#: 0.05-0.4 s each; ~9 s per pipeline run). Measured on 2 cores: a repeated tiny pipeline run 18.5 s -> 13.1 s;
-#: tests/models, tests/diagnostics, test_pipeline.py, test_cli.py and tests/benchmarks on two workers 195 s -> 167 s.
-_CACHE_MIN_COMPILE_S = "0"
 
 
 def pytest_configure(config):
-    env = {}
-    if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
-        env["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="dice-prob-xla-cache-")
-    if not os.environ.get("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"):
-        env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = _CACHE_MIN_COMPILE_S
+    from dice_prob._compile_cache import missing_cache_env
+
+    env = missing_cache_env(os.environ, "dice-prob-xla-cache-")
     os.environ.update(env)
     config._dice_prob_env = env
     import jax

@@ -532,14 +532,14 @@ def _bench_all(bdir: Path, args) -> int:
     """
     import os
     import shutil
-    import tempfile
+
+    from dice_prob._compile_cache import missing_cache_env
 
     jobs = int(getattr(args, "jobs", 1) or 1)
     env = dict(os.environ)
-    made = None
-    if not env.get("JAX_COMPILATION_CACHE_DIR"):
-        made = env["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="dice-prob-bench-xla-")
-    env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")  # small programs too (see conftest.py)
+    added = missing_cache_env(env, "dice-prob-bench-xla-")
+    env.update(added)
+    made = added.get("JAX_COMPILATION_CACHE_DIR")
     walls, failed = {}, []
     t_all = time.perf_counter()
     try:
