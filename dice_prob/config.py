@@ -153,8 +153,9 @@ class Stage1Config(_ConfigBase):
     the node it drives and of the node it comes from: the Minnesota prior's cross-variable scaling
     ``sd(k -> j) ~ s_j / s_k`` (Litterman 1986). Without it a node that its own lags predict well (a strong-AR
     target, z-score innovation sd ~0.05) has real effects of ~0.005 per lag, inside a 0.01 spike. The reported
-    ``W`` / ``beta`` samples are on the z-scored data's scale. In ``mmm`` mode channel sources keep their
-    ``x / max`` scale (the Hill input), so a channel's ``beta`` prior scales with the receiving node's sd only.
+    ``W`` / ``beta`` samples are on the z-scored data's scale. In ``mmm`` mode a channel source enters as its
+    z-scored Hill curve of ``x / max``, not in innovation units, so a channel's ``beta`` prior scales with the
+    receiving node's sd only.
 
     ``carryover_sharing`` (``mmm`` mode): ``edge`` (default, DESIGN.md's ``kappa(l; theta_ij)``) gives every
     candidate edge its own carryover ``(retention, delay)``; ``source`` gives each source node one kernel for all
@@ -162,8 +163,8 @@ class Stage1Config(_ConfigBase):
     of the channel's spend, like the per-source Hill curve here). With per-edge kernels an edge in the spike
     leaves its kernel unidentified, so it drifts under the prior and the edge's return to the slab is judged
     with a random kernel; a shared kernel stays pinned by the source's other edges. Not the default: on the mmm
-    funnel (10 shops, seed 0) it gives PIP AUROC 0.883 against 0.876 per edge, but mixes worse (r_hat 2.0,
-    41 divergences); ``benchmarks/results/stage1_recovery_mmm_source_kernel.md``.
+    funnel (10 shops, seed 0) it gives PIP AUROC 0.955 against 0.957 per edge and mixes worse (r_hat 1.14
+    against 1.08, 11 divergences against 1); ``benchmarks/results/stage1_recovery_mmm_source_kernel.md``.
 
     ``slab_grid`` (opt-in): the slab becomes an equal-weight scale mixture over ``slab * m`` for ``m`` in
     ``slab_grid`` (default ``(1.0,)``, the plain slab). With one slab sd per graph the strong edges set it, and a

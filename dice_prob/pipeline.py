@@ -795,8 +795,9 @@ def _edge_summary(
 def _edge_effect_draws(posterior, d: int) -> np.ndarray | None:
     """Posterior draws of each edge's total effect as (S, d, d) or (S, U, d, d) from the Stage-1 samples.
 
-    ``mmm`` mode: ``beta`` (the total effect); ``linear`` mode: ``W`` summed over lags. Sites are stored per
-    candidate edge (``posterior.edges`` holds the (src, dst) pairs).
+    ``mmm`` mode: ``beta`` (the total effect of one sd of the source's input, for a channel its z-scored Hill
+    curve); ``linear`` mode: ``W`` summed over lags (one sd of the source). Both in target sds. Sites are stored
+    per candidate edge (``posterior.edges`` holds the (src, dst) pairs).
     """
     samples = getattr(posterior, "samples", None) or {}
     edges = getattr(posterior, "edges", None)

@@ -900,7 +900,8 @@ def fit_graph(rng_key, panel: Panel, *, config: Stage1Config = Stage1Config()) -
     """Posterior over the lagged graph support (NUTS on the marginalised spike-and-slab model).
 
     Uses the first ``panel.train_steps`` steps of every shop (z-scored per shop and node; ``mmm`` channel
-    sources as ``x / max``). See :mod:`dice_prob.models.stage1` for the likelihood and the priors.
+    sources as ``x / max``, the input of their Hill curve, whose output is z-scored). See
+    :mod:`dice_prob.models.stage1` for the likelihood and the priors.
 
     Parameters
     ----------
@@ -998,7 +999,7 @@ def fit_graph(rng_key, panel: Panel, *, config: Stage1Config = Stage1Config()) -
         samples[sites.WEIGHTS] = samples[sites.WEIGHTS] * lag_prior_factors(config.n_lags, config.lag_decay)
     if full.node_sd is not None:
         # coefficients in innovation-sd units (prepare_data): back to z-scores, W_z = W * s_dst / s_src per
-        # graph; an mmm-mode channel source keeps its x / max scale (s_src = 1)
+        # graph; an mmm-mode channel source enters as its z-scored Hill curve, not in innovation units (s_src = 1)
         chan = {i for i, c in zip(st.src_nodes, st.src_is_channel, strict=True) if c}
         s_src = np.stack(
             [np.ones(len(full.node_sd)) if i in chan else full.node_sd[:, i] for i in st.edge_src], 1

@@ -27,7 +27,9 @@ Priors (data are z-scored per shop and node on the training window, so every sca
   ``retention ~ Beta(2, 2)``, ``delay ~ HalfNormal(1)``, per edge, or per source node with
   ``carryover_sharing="source"``. Channel sources enter through a Hill curve on
   ``x / max`` (per shop, training window) with ``half ~ LogNormal(log 0.5, 0.75)`` and
-  ``slope ~ LogNormal(0, 0.5)``; other sources enter as their standardised values.
+  ``slope ~ LogNormal(0, 0.5)``, z-scored per shop over the fitted steps
+  (``models.transforms.hill_zscore``), so ``beta`` is an effect per sd of the saturated spend, in the same
+  units as an intermediate source's; other sources enter as their standardised values.
 
 PIP: ``P(z_e = 1 | W_e, pi) = pi N(W_e; 0, s_slab) / (pi N(W_e; 0, s_slab) + (1 - pi) N(W_e; 0, s_spike))``
 evaluated per posterior draw (Rao-Blackwellised) and averaged.
@@ -47,7 +49,7 @@ import numpyro.distributions as dist
 from dice_prob.errors import ConfigError, DataValidationError, GraphValidationError
 from dice_prob.models import linalg, sites
 from dice_prob.models.stage1_moves import collapsed_shop_terms, collapsed_stats, joint_flip_moves
-from dice_prob.models.transforms import carryover_kernel, hill, lag_stack
+from dice_prob.models.transforms import carryover_kernel, hill_zscore, lag_stack
 
 __all__ = [
     "Stage1Data",
@@ -120,7 +122,8 @@ class Stage1Data:
     ----------
     y : (R, T', J) standardised responses of the modelled nodes, T' = steps - L.
     ylag : (R, T', J) their lag-1 values.
-    xlag : (R, T', S, L) lags 1..L of every source node (``x / max`` for channels in mmm mode, else z-scores).
+    xlag : (R, T', S, L) lags 1..L of every source node (``x / max`` for channels in mmm mode, the Hill curve's
+        input, else z-scores).
     structure : Stage1Structure (static).
     """
 
@@ -243,7 +246,8 @@ def prepare_data(
     (pooled over the shops of ``scale_group_of_shop``, default ``group_of_shop``), so one unit is one innovation
     sd of the node: an iid prior on the weights in these units is the Minnesota cross-variable scaling
     ``sd(k -> j) ~ s_j / s_k`` on the z-scored weights (in mmm mode channel sources keep their ``x / max``
-    scale, so their ``beta`` prior scales with ``s_j`` only). The scales are kept as
+    scale, the Hill input, and the model z-scores the Hill output, so their ``beta`` prior scales with ``s_j``
+    only). The scales are kept as
     ``data.node_sd`` (G, d) (not a pytree leaf) to map the weights back.
 
     Examples
@@ -417,7 +421,15 @@ def _saturate_channels(xlag, structure: Stage1Structure, hill_half=None, hill_sl
     st = structure
     gidx = np.array(st.group_of_shop, dtype=np.int32)
     is_ch = np.array(st.src_is_channel)
-    sat = hill(xlag, hill_half[gidx][:, None, :, None], hill_slope[gidx][:, None, :, None])
+    # z-scored per shop and source over time and lags. Why: a Hill output of bursty spends scaled to x / max
+    # varies by a few hundredths on [0, 1] while intermediate sources are z-scored, so with one (learned) slab
+    # sd for every edge, channel edges needed a beta an order of magnitude larger than intermediates' edges and
+    # the slab that fit one group charged the other a large Occam penalty. Unscaled, beta * hill also has a
+    # ridge (for K >> x it only depends on beta / K^n) and a mean that moves with K and n, which the per-shop
+    # intercept must follow: both made NUTS mix badly (funnel mmm r_hat up to 1.44, ESS 3).
+    sat = hill_zscore(
+        xlag, hill_half[gidx][:, None, :, None], hill_slope[gidx][:, None, :, None], axis=(1, 3)
+    )
     return jnp.where(is_ch[None, None, :, None], sat, xlag)
 
 
@@ -1039,7 +1051,7 @@ def init_values(y, ylag, xlag, structure: Stage1Structure, config) -> dict:
     if mmm:
         is_ch = np.array(st.src_is_channel)
         if config.hill and is_ch.any():
-            sat = np.asarray(hill(feats, 0.5, 1.0))
+            sat = np.asarray(hill_zscore(feats, 0.5, 1.0, axis=(1, 3)))
             feats = np.where(is_ch[None, None, :, None], sat, feats)
         kern = np.asarray(carryover_kernel(l_, 0.5, 0.3))
         feats = (feats * kern).sum(-1, keepdims=True)  # (R, T', S, 1)

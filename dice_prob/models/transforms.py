@@ -6,10 +6,11 @@ and ``jax.vmap``. Time runs along axis 0 of ``x``; trailing axes are channels/no
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 from jax import lax
 
-__all__ = ["carryover_kernel", "geometric_adstock", "hill", "lag_stack", "apply_kernel"]
+__all__ = ["carryover_kernel", "geometric_adstock", "hill", "hill_zscore", "lag_stack", "apply_kernel"]
 
 
 def geometric_adstock(x, retention, *, normalise: bool = True):
@@ -106,6 +107,48 @@ def hill(x, half_max, slope):
     # x^n / (x^n + K^n) = 1 / (1 + (K/x)^n), written with logs for a stable gradient near 0
     logratio = n * (jnp.log(k) - jnp.log(jnp.clip(x, 1e-30, None)))
     return jnp.where(x > 0, 1.0 / (1.0 + jnp.exp(jnp.clip(logratio, -60.0, 60.0))), 0.0)
+
+
+def hill_zscore(x, half_max, slope, *, axis):
+    """The Hill curve :func:`hill` of ``x``, z-scored over ``axis`` (mean 0, sd 1 along it).
+
+    The z-score is computed from whichever of ``hill`` and its complement ``1 - hill`` is the smaller on
+    average (the complement's z-score is minus the curve's): past saturation (``K << x``) the curve is ``1 -
+    tiny`` and float32 would lose the ``tiny`` that carries all of its variation. A slice with (numerically)
+    constant output (sd below 1e-4 of its mean) keeps its centred values, about 0, unscaled.
+
+    Parameters
+    ----------
+    x : array
+        Non-negative inputs (negative entries are clipped to 0).
+    half_max, slope : arrays broadcastable to ``x``
+        ``K > 0`` and ``n > 0``, as in :func:`hill`.
+    axis : int or tuple of ints
+        The axes to standardise over (for example time and lags).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> z = hill_zscore(np.array([0.1, 0.2, 0.4, 0.8]), 0.3, 2.0, axis=0)
+    >>> bool(abs(float(z.mean())) < 1e-6), round(float(z.std()), 4)
+    (True, 1.0)
+    """
+    x = jnp.clip(jnp.asarray(x), 0.0, None)
+    logratio = jnp.asarray(slope) * (jnp.log(jnp.asarray(half_max)) - jnp.log(jnp.clip(x, 1e-30, None)))
+    logratio = jnp.clip(logratio, -60.0, 60.0)
+    pos = x > 0
+    curve = jnp.where(pos, jax.nn.sigmoid(-logratio), 0.0)  # x^n / (x^n + K^n)
+    complement = jnp.where(pos, jax.nn.sigmoid(logratio), 1.0)  # K^n / (x^n + K^n), exact where curve ~ 1
+
+    def zscore(a):
+        mean = jnp.mean(a, axis=axis, keepdims=True)
+        c = a - mean
+        sd = jnp.sqrt(jnp.mean(c * c, axis=axis, keepdims=True))
+        # relative: a constant slice still shows rounding noise ~1e-7 of its level in float32
+        return c / jnp.where(sd > 1e-4 * jnp.abs(mean) + 1e-30, sd, 1.0)
+
+    use_complement = jnp.mean(curve, axis=axis, keepdims=True) > 0.5
+    return jnp.where(use_complement, -zscore(complement), zscore(curve))
 
 
 def lag_stack(x, n_lags: int):

@@ -7,7 +7,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dice_prob.models.transforms import apply_kernel, carryover_kernel, geometric_adstock, hill, lag_stack
+from dice_prob.models.transforms import (
+    apply_kernel,
+    carryover_kernel,
+    geometric_adstock,
+    hill,
+    hill_zscore,
+    lag_stack,
+)
 
 RNG = np.random.default_rng(0)
 
@@ -59,6 +66,41 @@ def test_hill_matches_formula_and_limits():
     # finite gradient at 0 and for large inputs
     g = jax.grad(lambda v: hill(v, k, n).sum())(jnp.array([0.0, 1e-8, 1e6]))
     assert np.all(np.isfinite(np.asarray(g)))
+
+
+def _hill_zscore_ref(x, k, n, axis):
+    """Float64 NumPy reference: the complement K^n / (x^n + K^n) keeps its precision near saturation."""
+    x = np.asarray(x, np.float64)
+    with np.errstate(divide="ignore"):
+        comp = np.where(x > 0, 1.0 / (1.0 + (x / k) ** n), 1.0)
+    c = comp - comp.mean(axis=axis, keepdims=True)
+    return -c / c.std(axis=axis, keepdims=True)
+
+
+@pytest.mark.parametrize(("k", "n"), [(0.5, 1.0), (0.05, 2.0), (4.0, 3.0), (0.002, 3.0), (30.0, 0.7)])
+def test_hill_zscore_matches_float64_reference_from_far_below_to_past_saturation(k, n):
+    # (R, T, S, L) like Stage 1's source lags; x / max-scaled bursty spends, a few exact zeros
+    x = RNG.lognormal(-1.5, 0.6, size=(3, 40, 2, 4))
+    x[0, :3, 0, 0] = 0.0
+    z = np.asarray(hill_zscore(x.astype(np.float32), k, n, axis=(1, 3)))
+    np.testing.assert_allclose(z, _hill_zscore_ref(x, k, n, (1, 3)), atol=2e-4)
+    np.testing.assert_allclose(z.mean(axis=(1, 3)), 0.0, atol=1e-5)
+    np.testing.assert_allclose(z.std(axis=(1, 3)), 1.0, atol=1e-4)
+
+
+def test_hill_zscore_keeps_a_constant_slice_at_zero_with_finite_gradients():
+    x = np.stack([np.full(20, 0.3), RNG.uniform(0.1, 1.0, 20)], axis=-1)  # (T, 2): column 0 constant
+
+    def f(k, n):
+        return hill_zscore(x, k, n, axis=0)
+
+    z = np.asarray(f(0.4, 2.0))
+    np.testing.assert_allclose(z[:, 0], 0.0, atol=1e-6)
+    assert abs(z[:, 1].std() - 1.0) < 1e-5
+    g = jax.grad(lambda k, n: (f(k, n)[:, 1] * jnp.arange(20.0)).sum(), argnums=(0, 1))(0.4, 2.0)
+    assert np.all(np.isfinite(np.asarray(g)))
+    # the standardised curve does not depend on the scale of x far below saturation (x^n / K^n regime)
+    np.testing.assert_allclose(np.asarray(f(1e4, 2.0))[:, 1], np.asarray(f(1e5, 2.0))[:, 1], atol=1e-4)
 
 
 def test_lag_stack_matches_loop():
