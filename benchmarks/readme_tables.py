@@ -44,10 +44,14 @@ def _when(d: dict, section: str | None = None) -> str:
         return "not run"
     if section is None:
         return f"`{meta.get('command', '?')}` ({meta.get('date', '?')[:10]})"
-    cmd = (d.get(section) or {}).get("command")
+    sec = d.get(section) or {}
+    cmd = sec.get("command")
     if cmd is None:  # made before sections recorded their command; the file's meta names a later run
         return f"an earlier run of `benchmarks/{meta.get('name', '?')}.py` (command not recorded)"
-    return f"`{cmd}` ({meta.get('date', '?')[:10]})"
+    # the file's date is its last run's: it dates a section only that run made (sections record their own date
+    # since 2026-12-07)
+    date = sec.get("date") or (meta.get("date") if cmd == meta.get("command") else None)
+    return f"`{cmd}` ({date[:10] if date else 'date not recorded'})"
 
 
 def build() -> str:

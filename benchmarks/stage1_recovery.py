@@ -21,7 +21,7 @@ import jax
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import command, fmt, mean_sd, peak_rss_gb, write_results  # noqa: E402
+from _common import command, fmt, mean_sd, now_iso, peak_rss_gb, write_results  # noqa: E402
 from _suite import run_granger  # noqa: E402
 
 import dice_prob as dp  # noqa: E402
@@ -495,6 +495,7 @@ def main() -> None:
         res[sec]["section_wall_s"] = time.perf_counter() - t0
         # per section: with --only, the file's meta records the last command, not the one that made each section
         res[sec]["command"] = command()
+        res[sec]["date"] = now_iso()
         res[sec]["config_overrides"] = overrides
         write_results(name, res, _markdown(res, base), wall_s=time.perf_counter() - t_start)
 
