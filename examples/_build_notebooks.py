@@ -772,8 +772,10 @@ print(f"train steps: {panel.train_steps} of {panel.n_steps} (the rest is held ou
 
 `dp.PipelineConfig` bundles the three stage configs (`stage1`, `decoder`, `diagnostics`) plus the comparison
 decoders trained next to the posterior-trained one. `Stage1Config(mode="mmm")` uses the MMM likelihood (adstock
-carryover kernels and Hill saturation on the spends) — the right choice for spend data, used in the full run;
-FAST mode uses the quicker-to-compile `mode="linear"` (plain lagged regression on the standardised series). `DecoderConfig(graph_mode="posterior")` (the default) draws a
+carryover kernels and Hill saturation on the spends, the shapes this notebook's simulator uses), in the full run;
+FAST mode uses the quicker-to-compile `mode="linear"` (plain lagged regression on the standardised series). For
+spends whose carryover and saturation shapes you do not know, the README's "Choosing the model" section
+recommends `mode="linear"` with `channel_transform="log1p"` and `lag_decay=1` instead. `DecoderConfig(graph_mode="posterior")` (the default) draws a
 fresh posterior graph per training window.""",
     ),
     (
@@ -807,7 +809,8 @@ res""",
         """## 4. Read the result
 
 **The graph posterior.** `res.posterior` is the Stage-1 `GraphPosterior`; `res.tables["edges"]` lists every
-candidate edge with its PIP (and, in `mmm` mode, an effect summary). Sort by PIP and read the top of the list —
+candidate edge with its PIP and a summary of its effect (in target sds per sd of the source; in `mmm` mode, per
+sd of the channel's saturated spend). Sort by PIP and read the top of the list —
 and check `res.summary["convergence"]` first.""",
     ),
     (
