@@ -143,9 +143,11 @@ def hill_zscore(x, half_max, slope, *, axis):
     def zscore(a):
         mean = jnp.mean(a, axis=axis, keepdims=True)
         c = a - mean
-        sd = jnp.sqrt(jnp.mean(c * c, axis=axis, keepdims=True))
-        # relative: a constant slice still shows rounding noise ~1e-7 of its level in float32
-        return c / jnp.where(sd > 1e-4 * jnp.abs(mean) + 1e-30, sd, 1.0)
+        var = jnp.mean(c * c, axis=axis, keepdims=True)
+        # relative: a constant slice still shows rounding noise ~1e-7 of its level in float32. The where sits
+        # inside the sqrt: sqrt'(0) is infinite, and 0 * inf would put NaN into the gradient of a constant slice
+        varying = var > (1e-4 * mean) ** 2 + 1e-30
+        return c / jnp.sqrt(jnp.where(varying, var, 1.0))
 
     use_complement = jnp.mean(curve, axis=axis, keepdims=True) > 0.5
     return jnp.where(use_complement, -zscore(complement), zscore(curve))

@@ -99,6 +99,16 @@ def test_hill_zscore_keeps_a_constant_slice_at_zero_with_finite_gradients():
     assert abs(z[:, 1].std() - 1.0) < 1e-5
     g = jax.grad(lambda k, n: (f(k, n)[:, 1] * jnp.arange(20.0)).sum(), argnums=(0, 1))(0.4, 2.0)
     assert np.all(np.isfinite(np.asarray(g)))
+    # a constant positive spend (or none) keeps finite gradients wherever the curve sits on it: the sd of a
+    # float32-constant slice is exactly 0, and sqrt's infinite slope there must not reach the gradient
+    for level in (0.0, 1e-3, 0.3, 1.0):
+        xc = np.stack([np.full(20, level), x[:, 1]], axis=-1).astype(np.float32)
+        for k in (1e-4, 0.4, 50.0):
+            gk = jax.grad(
+                lambda k, n, xc=xc: (hill_zscore(xc, k, n, axis=0) * jnp.arange(40.0).reshape(20, 2)).sum(),
+                argnums=(0, 1),
+            )(k, 2.0)
+            assert np.all(np.isfinite(np.asarray(gk))), (level, k, gk)
     # the standardised curve does not depend on the scale of x far below saturation (x^n / K^n regime)
     np.testing.assert_allclose(np.asarray(f(1e4, 2.0))[:, 1], np.asarray(f(1e5, 2.0))[:, 1], atol=1e-4)
 
