@@ -101,12 +101,17 @@ def hill(x, half_max, slope):
     >>> float(hill(2.0, 2.0, 1.5))
     0.5
     """
+    x, logratio = _hill_logratio(x, half_max, slope)
+    # x^n / (x^n + K^n) = 1 / (1 + (K/x)^n)
+    return jnp.where(x > 0, 1.0 / (1.0 + jnp.exp(logratio)), 0.0)
+
+
+def _hill_logratio(x, half_max, slope):
+    """``x`` clipped to ``>= 0`` and ``n log(K / x)``, clipped to +-60: the log form keeps the gradient stable
+    near 0 (meaningless where ``x == 0``; callers mask it there)."""
     x = jnp.clip(jnp.asarray(x), 0.0, None)
-    k = jnp.asarray(half_max)
-    n = jnp.asarray(slope)
-    # x^n / (x^n + K^n) = 1 / (1 + (K/x)^n), written with logs for a stable gradient near 0
-    logratio = n * (jnp.log(k) - jnp.log(jnp.clip(x, 1e-30, None)))
-    return jnp.where(x > 0, 1.0 / (1.0 + jnp.exp(jnp.clip(logratio, -60.0, 60.0))), 0.0)
+    logratio = jnp.asarray(slope) * (jnp.log(jnp.asarray(half_max)) - jnp.log(jnp.clip(x, 1e-30, None)))
+    return x, jnp.clip(logratio, -60.0, 60.0)
 
 
 def hill_zscore(x, half_max, slope, *, axis):
@@ -133,9 +138,7 @@ def hill_zscore(x, half_max, slope, *, axis):
     >>> bool(abs(float(z.mean())) < 1e-6), round(float(z.std()), 4)
     (True, 1.0)
     """
-    x = jnp.clip(jnp.asarray(x), 0.0, None)
-    logratio = jnp.asarray(slope) * (jnp.log(jnp.asarray(half_max)) - jnp.log(jnp.clip(x, 1e-30, None)))
-    logratio = jnp.clip(logratio, -60.0, 60.0)
+    x, logratio = _hill_logratio(x, half_max, slope)
     pos = x > 0
     curve = jnp.where(pos, jax.nn.sigmoid(-logratio), 0.0)  # x^n / (x^n + K^n)
     complement = jnp.where(pos, jax.nn.sigmoid(logratio), 1.0)  # K^n / (x^n + K^n), exact where curve ~ 1
