@@ -141,9 +141,17 @@ _COMPILED: dict = {}
 
 
 def _compile_config(config: Stage1Config) -> Stage1Config:
-    """The config with fields that do not change the compiled sampler normalised (more cache hits)."""
+    """The config with fields that do not change the compiled sampler normalised (more cache hits).
+
+    ``channel_transform``, ``lag_decay`` and ``node_scale`` only change the data the sampler is given
+    (:func:`~dice_prob.models.stage1.prepare_data`) and how its draws are mapped back, never the program: fits that
+    differ in them share one compiled sampler.
+    """
     return config.replace(
         num_samples=1,
+        channel_transform="none",
+        lag_decay=0.0,
+        node_scale="zscore",
         progress_bar=False,
         rhat_threshold=1.01,
         min_ess_per_chain=100.0,

@@ -331,6 +331,8 @@ def test_lag_decay_reports_weights_on_the_data_scale():
         w = np.asarray(post.samples["W"]).reshape(-1, 2)  # one shop, one candidate edge (0 -> 1), 2 lags
         assert post.pip[0][0, 1] > 0.99
         assert abs(w[:, 1].mean() - truth) < 0.1 * truth, (decay, w.mean(0), truth)
+        if decay:  # the decay only rescales the sampler's inputs: the first fit's compiled sampler is reused
+            assert post.timing["compile_s"] == 0.0, post.timing
         assert abs(w[:, 0].mean()) < 0.1
 
 
@@ -338,7 +340,7 @@ def test_node_scale_ar_residual_reports_weights_on_the_zscore_scale():
     """node_scale='ar_residual' samples weights in innovation-sd units; the reported W are converted back to the
     z-scored data (the target's own lags predict it well, so s_target / s_channel is far from 1 here)."""
     rng = np.random.default_rng(6)
-    t = 400
+    t = 300  # the shapes of test_lag_decay_reports_weights_on_the_data_scale: its compiled sampler is reused
     x = rng.normal(size=(t, 2))
     for s in range(2, t):
         x[s, 1] = 0.9 * x[s - 1, 1] + 0.3 * x[s - 2, 0] + 0.2 * rng.normal()
@@ -376,6 +378,9 @@ def test_node_scale_ar_residual_converts_mmm_betas_back():
             warnings.simplefilter("ignore", ConvergenceWarning)
             post = fit_graph(jax.random.key(0), panel, config=cfg)
         assert post.pip[0][0, 1] > 0.99
+        # only the sampler's inputs are rescaled: the zscore fit's compiled program is reused
+        if scale == "ar_residual":
+            assert post.timing["compile_s"] == 0.0, post.timing
         means[scale] = float(np.asarray(post.samples["beta"]).mean())
         if scale == "zscore":  # the lag-1 weight beta * kappa(1): the kernel may spread some weight to lag 2
             ret, delay = (np.asarray(post.samples[k]).reshape(-1) for k in ("retention", "delay"))
