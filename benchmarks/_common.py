@@ -38,17 +38,23 @@ def command() -> str:
     return "python " + " ".join(sys.argv)
 
 
-def code_version() -> dict:
-    """The git commit the benchmark ran from and whether the working tree had uncommitted changes; None values
-    outside a git checkout. Results depend on the code as well as on the command: a later commit can move a fit's
-    random stream, so a table is reproducible from its commit, not from its command alone."""
+#: git pathspec of the tree ``code_version`` checks: the whole checkout except the benchmark outputs, which a
+#: resumed or merged run has itself rewritten by the time it writes again (they are results, not code)
+CODE_PATHSPEC = (":/", ":(top,exclude)benchmarks/results")
+
+
+def code_version(cwd: Path | None = None) -> dict:
+    """The git commit the benchmark ran from and whether the working tree had uncommitted changes outside
+    ``benchmarks/results`` (:data:`CODE_PATHSPEC`); None values outside a git checkout. Results depend on the code
+    as well as on the command: a later commit can move a fit's random stream, so a table is reproducible from its
+    commit, not from its command alone. ``cwd``: a folder of the checkout (default: this file's)."""
     import subprocess
 
     def git(*args):
         try:
             proc = subprocess.run(
                 ["git", *args],
-                cwd=Path(__file__).resolve().parent,
+                cwd=Path(__file__).resolve().parent if cwd is None else cwd,
                 capture_output=True,
                 text=True,
                 timeout=10,
@@ -58,7 +64,7 @@ def code_version() -> dict:
         return proc.stdout.strip() if proc.returncode == 0 else None
 
     commit = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain", "--untracked-files=no") if commit else None
+    status = git("status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHSPEC) if commit else None
     return {"commit": commit, "uncommitted_changes": None if status is None else bool(status)}
 
 

@@ -31,6 +31,29 @@ def test_results_name_the_commit_they_ran_from(tmp_path):
     assert not list(tmp_path.glob(".*.tmp"))  # no temporary file left behind
 
 
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_rewritten_results_are_not_uncommitted_code(tmp_path):
+    """A resumed run rewrites its own result files before its last write: only changes outside
+    benchmarks/results count as uncommitted code."""
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    code, result = tmp_path / "benchmarks" / "x.py", tmp_path / "benchmarks" / "results" / "x.md"
+    code.write_text("a = 1\n")
+    result.write_text("old\n")
+    git("init", "-q")
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    where = tmp_path / "benchmarks"
+    assert _common.code_version(where)["uncommitted_changes"] is False
+    result.write_text("new\n")
+    assert _common.code_version(where)["uncommitted_changes"] is False
+    code.write_text("a = 2\n")
+    assert _common.code_version(where)["uncommitted_changes"] is True
+
+
 def test_code_line_says_when_the_tree_had_uncommitted_changes():
     assert _common._code_line({"commit": "0123456789abcdef", "uncommitted_changes": False}) == (
         "- code: commit 0123456789\n"
