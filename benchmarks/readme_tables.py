@@ -127,12 +127,20 @@ def build() -> str:
             if has_shop:
                 vals.append(avg(lambda r: r["baselines"]["ls_ar_shop"]["target"]))
             vals.append(avg(lambda r: r["baselines"]["persistence"]["target"]))
+            # the linear ceiling of the oracle graph (added 2026-12-07; older runs lack it)
+            has_var = all("ls_var_oracle_shop" in r["baselines"] for r in runs)
+            if has_var:
+                vals.append(avg(lambda r: r["baselines"]["ls_var_oracle"]["target"]))
+                vals.append(avg(lambda r: r["baselines"]["ls_var_oracle_shop"]["target"]))
             rows.append(
                 (
                     f"Target MSE@7 on {ds} ({centring}), mean over {len(runs)} seed(s): oracle-graph "
                     f"decoder / weakest other decoder ({worst}) / LS-AR(7) with one pooled intercept"
                     + (" / LS-AR(7) with shop intercepts" if has_shop else "")
-                    + " / persistence",
+                    + " / persistence"
+                    + (
+                        " / LS-VAR(7) on the oracle graph, pooled / the same, one per shop" if has_var else ""
+                    ),
                     " / ".join(f"{v:.3f}" for v in vals),
                     "decoders beat LS-AR; all >= 20% better than persistence (issue 3)",
                     _when(res),
