@@ -383,6 +383,12 @@ class DecoderConfig(_ConfigBase):
     gain over it exceeds ``select_se`` cluster-robust standard errors (clusters: shop x block of ``horizon``
     origins) — the one-standard-error rule, so a gain the small validation split cannot tell from noise keeps
     the simpler model; ``0`` accepts any improvement. Patience counts epochs without any improvement.
+    ``shop_linear``: give every shop its own offsets of the linear part (intercept, own lags and the lagged
+    cross-node kernel, still gated by the graph; :mod:`dice_prob.models.shop_linear`), warm-started by a per-shop
+    least-squares fit shrunk towards the pooled one, its penalty (or no offsets at all) chosen per node by blocked
+    cross-validation, then trained with the rest (weight decay pulls the offsets towards the pooled fit). For
+    shops whose effects differ in size or sign, which one shared kernel averages away. Opt-in; the forecasts of
+    a new shop (no offsets) are the pooled decoder's.
 
     Examples
     --------
@@ -424,6 +430,7 @@ class DecoderConfig(_ConfigBase):
     ls_refit: bool = False
     select_on: str = "target"
     select_se: float = 1.0
+    shop_linear: bool = False
 
     def __post_init__(self) -> None:
         c = "DecoderConfig"
@@ -434,6 +441,7 @@ class DecoderConfig(_ConfigBase):
         else:
             _pos(self.ls_ridge, c, "ls_ridge", allow_zero=True)
         _require(isinstance(self.ls_refit, bool), c, "ls_refit", "must be True or False")
+        _require(isinstance(self.shop_linear, bool), c, "shop_linear", "must be True or False")
         _choice(self.loss_weighting, c, "loss_weighting", ("ar_residual", "none"))
         _int(self.ar_lags, c, "ar_lags", 1, 366)
         _int(self.dense_hidden_size, c, "dense_hidden_size", 1)

@@ -36,6 +36,7 @@ import numpy as np
 from dice_prob.data.windows import Windows, forecast_windows
 from dice_prob.errors import ConfigError, DataValidationError, InputTypeError
 from dice_prob.graph import validate_adjacency
+from dice_prob.models.shop_linear import bind_shop
 
 __all__ = [
     "InfluenceResult",
@@ -71,6 +72,7 @@ class _Resolved:
     has_step: bool
     wants_context: bool | None  # None = unknown (pass context when the panel has one)
     history: int | None
+    offsets: object = None  # per-shop offsets of the linear part (TrainedDecoder.shop_offsets) or None
 
 
 def resolve_decoder(decoder) -> _Resolved:
@@ -111,7 +113,29 @@ def resolve_decoder(decoder) -> _Resolved:
     wants_context = None if ctx_size is None else bool(int(ctx_size) > 0)
     cfg = getattr(decoder, "config", None)
     history = getattr(cfg, "history", None)
-    return _Resolved(module, uses_graph, has_step, wants_context, None if history is None else int(history))
+    offsets = getattr(decoder, "shop_offsets", None)
+    return _Resolved(
+        module, uses_graph, has_step, wants_context, None if history is None else int(history), offsets
+    )
+
+
+def _window_shops(res: _Resolved, panel_or_windows, win: Windows):
+    """Each window's shop for a decoder with per-shop offsets (None without): windows must come from a Panel or a
+    Windows object, whose shop indices are those the offsets were trained on."""
+    if res.offsets is None:
+        return None
+    if not (isinstance(panel_or_windows, Windows) or hasattr(panel_or_windows, "scaled")):
+        raise InputTypeError(
+            "panel_or_windows: the decoder has per-shop offsets (DecoderConfig.shop_linear), so each window's shop "
+            "must be known; pass the Panel (or a Windows object) instead of bare histories"
+        )
+    n = res.offsets.n_shops
+    if len(win) and (int(win.shop.max()) >= n or int(win.shop.min()) < 0):
+        raise DataValidationError(
+            f"panel_or_windows: a window comes from shop {int(win.shop.max())}, but the decoder's per-shop offsets "
+            f"cover {n} training shops"
+        )
+    return jnp.asarray(win.shop, jnp.int32)
 
 
 # ----------------------------------------------------------------------------------------------- graphs
@@ -355,16 +379,35 @@ def _one_window(module, graph, x, context, delta, horizon: int, method: str, eng
 
 
 @eqx.filter_jit
-def _kernel(module, graphs, hist, context, shop_idx, delta, rtol, horizon, method, engine, graph_batch_size):
-    """graphs (n, G, d, d), hist (N, W, d), context (N, c)|None, shop_idx (N,) -> dict of arrays."""
+def _kernel(
+    module,
+    offsets,
+    graphs,
+    hist,
+    context,
+    shop_idx,
+    win_shop,
+    delta,
+    rtol,
+    horizon,
+    method,
+    engine,
+    graph_batch_size,
+):
+    """graphs (n, G, d, d), hist (N, W, d), context (N, c)|None, shop_idx (N,) (graph index), win_shop (N,)|None
+    (the window's shop, for per-shop ``offsets``) -> dict of arrays."""
 
-    def per_window(graph_set, x, c, s):
-        return _one_window(module, graph_set[s], x, c, delta, horizon, method, engine, rtol)
+    def per_window(graph_set, x, c, s, ws):
+        m = bind_shop(module, offsets, ws)
+        return _one_window(m, graph_set[s], x, c, delta, horizon, method, engine, rtol)
 
     ctx_axis = None if context is None else 0
+    ws_axis = None if win_shop is None else 0
 
     def per_graph(graph_set):
-        base, absr = jax.vmap(per_window, in_axes=(None, 0, ctx_axis, 0))(graph_set, hist, context, shop_idx)
+        base, absr = jax.vmap(per_window, in_axes=(None, 0, ctx_axis, 0, ws_axis))(
+            graph_set, hist, context, shop_idx, win_shop
+        )
         # absr: (N, d_src, H, d_dst)
         return {
             "forecast": base,  # (N, H, d)
@@ -511,6 +554,7 @@ def influence(
     g = as_graph_stack(graphs, d, rng_key=k_graph, n_samples=n_samples, n_shops=n_shops, support=support)
     n_graphs = g.shape[0]
     shop_idx = _shop_index(win, g)
+    win_shop = _window_shops(res, panel_or_windows, win)
     context = win.context if res.wants_context in (True, None) else None
     g_eval = g[:1] if not res.uses_graph else g
     n_win = len(win)
@@ -521,10 +565,12 @@ def influence(
         rounding_rtol = 64 * float(jnp.finfo(jnp.float32).eps)
     out = _kernel(
         res.module,
+        res.offsets,
         jnp.asarray(g_eval, dtype),
         jnp.asarray(win.history, dtype),
         None if context is None else jnp.asarray(context, dtype),
         jnp.asarray(shop_idx, jnp.int32),
+        win_shop,
         jnp.asarray(delta, dtype),
         jnp.asarray(rounding_rtol, dtype),
         horizon,
@@ -678,27 +724,33 @@ def forecast_draws(
     support = panel_or_windows.support_mask() if hasattr(panel_or_windows, "support_mask") else None
     g = as_graph_stack(graphs, d, rng_key=k_graph, n_samples=n_samples, n_shops=n_shops, support=support)
     shop_idx = _shop_index(win, g)
+    win_shop = _window_shops(res, panel_or_windows, win)
     context = win.context if res.wants_context in (True, None) else None
     dtype = jnp.float32 if not jax.config.jax_enable_x64 else jnp.float64
     out = _forecast_kernel(
         res.module,
+        res.offsets,
         jnp.asarray(g, dtype),
         jnp.asarray(win.history, dtype),
         None if context is None else jnp.asarray(context, dtype),
         jnp.asarray(shop_idx, jnp.int32),
+        win_shop,
         int(horizon),
     )
     return np.asarray(out, dtype=np.float64), win
 
 
 @eqx.filter_jit
-def _forecast_kernel(module, graphs, hist, context, shop_idx, horizon):
+def _forecast_kernel(module, offsets, graphs, hist, context, shop_idx, win_shop, horizon):
     ctx_axis = None if context is None else 0
+    ws_axis = None if win_shop is None else 0
 
-    def per_window(graph_set, x, c, s):
-        return module.rollout(x, horizon, graph_set[s], c)
+    def per_window(graph_set, x, c, s, ws):
+        return bind_shop(module, offsets, ws).rollout(x, horizon, graph_set[s], c)
 
     def per_graph(graph_set):
-        return jax.vmap(per_window, in_axes=(None, 0, ctx_axis, 0))(graph_set, hist, context, shop_idx)
+        return jax.vmap(per_window, in_axes=(None, 0, ctx_axis, 0, ws_axis))(
+            graph_set, hist, context, shop_idx, win_shop
+        )
 
     return jax.vmap(per_graph)(graphs)

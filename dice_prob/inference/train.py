@@ -59,6 +59,7 @@ from dice_prob.errors import (
 from dice_prob.graph import offdiag_mask, validate_adjacency
 from dice_prob.models.bypass import ARTargetDecoder, DenseDecoder
 from dice_prob.models.decoder import GraphSafeDecoder, teacher_forced_and_rollout
+from dice_prob.models.shop_linear import ShopOffsets, bind_shop, zero_offsets
 
 __all__ = ["TrainedDecoder", "build_decoder", "evaluate_mse", "resolve_graph", "train_decoder"]
 
@@ -296,6 +297,12 @@ class TrainedDecoder:
     train_graph_label : str
         ``posterior``, ``hard``, ``empty``, ``full``, ``array`` (or the ``label`` given to ``train_decoder``),
         ``none`` for the graph-free baselines.
+    shop_offsets : ShopOffsets or None
+        Per-shop offsets of the linear part (``DecoderConfig.shop_linear``); ``model`` is then the pooled
+        (population) decoder and :meth:`for_shop` gives shop ``s``'s. With ``shop_linear`` the history also has
+        ``shop_linear_penalty`` (per node, the chosen relative penalty of the offsets; None = no offsets),
+        ``shop_linear_grid`` and ``shop_linear_cv_mse`` (per node, the blocked-CV one-step MSE of "no offsets"
+        and of each grid value).
     """
 
     model: eqx.Module
@@ -304,6 +311,7 @@ class TrainedDecoder:
     nodes: tuple
     target_index: int
     train_graph_label: str
+    shop_offsets: ShopOffsets | None = None
 
     @property
     def n_nodes(self) -> int:
@@ -316,17 +324,30 @@ class TrainedDecoder:
     def _graph(self, graph):
         return jnp.zeros((self.n_nodes, self.n_nodes)) if graph is None else graph
 
-    def rollout(self, x_history, horizon: int, graph=None, context=None):
+    def for_shop(self, shop):
+        """The decoder module of shop ``shop`` (the pooled ``model`` plus the shop's offsets; ``model`` itself
+        without offsets or with ``shop=None``). ``shop`` may be traced (vmap over windows of several shops)."""
+        if shop is None or self.shop_offsets is None:
+            return self.model
+        if isinstance(shop, (int, np.integer)) and not 0 <= int(shop) < self.shop_offsets.n_shops:
+            raise DataValidationError(
+                f"shop: {shop} is not one of the {self.shop_offsets.n_shops} training shops; pass shop=None for "
+                "the pooled decoder"
+            )
+        return bind_shop(self.model, self.shop_offsets, shop)
+
+    def rollout(self, x_history, horizon: int, graph=None, context=None, shop=None):
         """Teacher-force through ``x_history`` (W, d) (standardised), free-run ``horizon`` steps -> (horizon, d).
 
-        Pure and vmappable over ``x_history``, ``graph`` and ``context``; ``horizon`` is static. ``graph`` may be
-        omitted for the graph-free baselines.
+        Pure and vmappable over ``x_history``, ``graph``, ``context`` and ``shop``; ``horizon`` is static.
+        ``graph`` may be omitted for the graph-free baselines. ``shop``: the training shop whose offsets apply
+        (``DecoderConfig.shop_linear``); None runs the pooled decoder.
         """
-        return self.model.rollout(x_history, horizon, self._graph(graph), context)
+        return self.for_shop(shop).rollout(x_history, horizon, self._graph(graph), context)
 
-    def predict(self, x, graph=None, context=None):
+    def predict(self, x, graph=None, context=None, shop=None):
         """Teacher-forced one-step predictions over a window ``x`` (W, d): row ``t`` predicts ``x[t + 1]``."""
-        return self.model(x, self._graph(graph), context)
+        return self.for_shop(shop)(x, self._graph(graph), context)
 
     def __repr__(self) -> str:
         return (
@@ -352,11 +373,26 @@ class TrainedDecoder:
             "train_graph_label": self.train_graph_label,
             "leaf_shapes": [list(x.shape) for x in leaves],
             "history": _jsonable(self.history),
+            "shop_offsets": None
+            if self.shop_offsets is None
+            else {"n_shops": self.shop_offsets.n_shops, "kernel_attr": self.shop_offsets.kernel_attr},
         }
         fd, tmp = tempfile.mkstemp(dir=p, prefix=".model.eqx.", suffix=".tmp")
         with os.fdopen(fd, "wb") as fh:
             eqx.tree_serialise_leaves(fh, self.model)
         os.replace(tmp, p / "model.eqx")
+        stale = p / "shop_offsets.npz"
+        if self.shop_offsets is not None:
+            off = self.shop_offsets
+            arrays = {"bias": np.asarray(off.bias), "coef": np.asarray(off.coef)}
+            if off.kernel is not None:
+                arrays["kernel"] = np.asarray(off.kernel)
+            fd, tmp = tempfile.mkstemp(dir=p, prefix=".shop_offsets.", suffix=".npz")
+            with os.fdopen(fd, "wb") as fh:
+                np.savez(fh, **arrays)
+            os.replace(tmp, stale)
+        elif stale.exists():
+            stale.unlink()  # a checkpoint of a decoder without offsets must not pick up an older one's
         fd, tmp = tempfile.mkstemp(dir=p, prefix=".decoder.json.", suffix=".tmp")
         with os.fdopen(fd, "w") as fh:
             json.dump(meta, fh, indent=2)
@@ -383,6 +419,22 @@ class TrainedDecoder:
         if shapes != meta["leaf_shapes"]:
             raise DataValidationError(f"path: {p} leaf shapes do not match the recorded architecture")
         model = eqx.tree_deserialise_leaves(p / "model.eqx", skeleton)
+        offsets = None
+        off_meta = meta.get("shop_offsets")
+        if off_meta is not None:
+            if not (p / "shop_offsets.npz").is_file():
+                raise DataValidationError(
+                    f"path: {p} records per-shop offsets but shop_offsets.npz is missing"
+                )
+            with np.load(p / "shop_offsets.npz", allow_pickle=False) as z:
+                arrays = {k: jnp.asarray(z[k]) for k in z.files}
+            offsets = ShopOffsets(
+                arrays["bias"], arrays["coef"], arrays.get("kernel"), off_meta.get("kernel_attr")
+            )
+            ref = zero_offsets(model, int(off_meta["n_shops"]))
+            want = [x.shape for x in jax.tree_util.tree_leaves(ref)]
+            if [x.shape for x in jax.tree_util.tree_leaves(offsets)] != want:
+                raise DataValidationError(f"path: {p} shop_offsets.npz shapes do not match the decoder")
         return cls(
             model=model,
             config=DecoderConfig.from_dict(meta["config"]),
@@ -390,6 +442,7 @@ class TrainedDecoder:
             nodes=tuple(meta["nodes"]),
             target_index=int(meta["target_index"]),
             train_graph_label=meta["train_graph_label"],
+            shop_offsets=offsets,
         )
 
 
@@ -557,28 +610,9 @@ def _ls_init(
     n_k = m1.shape[0]
     cols = 1 + d * p_eff  # intercept, then p lags of every node (node-major, lag 1 first)
     keep, fold, n_f = _row_layout(n, hist.shape[1], n_rows, p_eff, shop, origin, n_folds if auto else 1)
-    gram = np.zeros((n_f, n_k, cols, cols))
-    rhs = np.zeros((n_f, n_k, cols, d))
-    yy = np.zeros((n_f, d))
-    cnt = np.zeros(n_f)
     group = np.asarray(group, dtype=np.int64)
-    for start in range(0, n, 2048):  # chunks of windows bound the memory of the lag design
-        z = series[start : start + 2048]
-        lags = np.stack(
-            [z[:, p_eff - 1 - k : length - 1 - k] for k in range(p_eff)], axis=-1
-        )  # (n, rows, d, p)
-        x = np.concatenate([np.ones((*lags.shape[:2], 1)), lags.reshape(*lags.shape[:2], -1)], axis=-1)
-        kp = keep[start : start + 2048]
-        xs, ys = x[kp], z[:, p_eff:][kp]  # (m, cols), (m, d)
-        gs = np.broadcast_to(group[start : start + 2048, None], kp.shape)[kp]
-        cell = fold[start : start + 2048][kp] * n_k + gs
-        for c in np.unique(cell):
-            f, k = divmod(int(c), n_k)
-            sel = cell == c
-            gram[f, k] += xs[sel].T @ xs[sel]
-            rhs[f, k] += xs[sel].T @ ys[sel]
-            yy[f] += np.einsum("nd,nd->d", ys[sel], ys[sel])
-            cnt[f] += sel.sum()
+    gram, rhs, yy, cnt = _accumulate(series, keep, fold, group, n_f, n_k, p_eff)
+    yy, cnt = yy.sum(1), cnt.sum(1)
     total = cnt.sum()
     base = _BASE_RIDGE if auto else float(ridge)
     grid = tuple(float(v) for v in grid) if auto else (base,)
@@ -596,13 +630,7 @@ def _ls_init(
         beta = _ridge_solve(g_own, r_own, base * total)
         resid[i] = max(float(yy_all[i] - 2 * beta @ r_own + beta @ g_own @ beta) / total, 1e-12)
         # graph-restricted VAR: expected design scales the lags of x_j by A[j, i]
-        scale1 = np.ones((n_k, d + 1))  # E[gate] per block
-        scale1[:, 1:] = np.where(np.arange(d) == i, 1.0, m1[:, :, i])
-        scale2 = scale1[:, :, None] * scale1[:, None, :]  # E[gate_b gate_b'] per pair of blocks
-        scale2[:, 1:, 1:] = m2[:, i]
-        scale2[:, 1 + i, 1:] = scale1[:, 1:]
-        scale2[:, 1:, 1 + i] = scale1[:, 1:]
-        scale2[:, 1 + i, 1 + i] = 1.0
+        scale1, scale2 = _expected_gates(m1, m2, i)
         eg_f = np.einsum("kab,fkab->fab", scale2[:, block][:, :, block], gram)  # per fold
         er_f = np.einsum("ka,fka->fa", scale1[:, block], rhs[..., i])
         active = own | (np.diag(eg_f.sum(0)) > 0)
@@ -639,6 +667,182 @@ def _ls_init(
         kernel[:, i, :p_eff] = lag
         kernel[i, i] = 0.0  # the diagonal is never an edge
     return _LSFit(bias, coef, kernel, resid, chosen, cv_mse, grid, floor, floor_cv)
+
+
+def _accumulate(series, keep, fold, group, n_f: int, n_k: int, p_eff: int):
+    """Normal-equation blocks of the lag regression (intercept, then ``p_eff`` lags of every node) per fold and group.
+
+    Returns ``gram`` (F, K, c, c), ``rhs`` (F, K, c, d), ``yy`` (F, K, d) (sums of squared responses) and ``cnt``
+    (F, K) (rows), over the kept rows (``keep``, ``fold`` from :func:`_row_layout`; ``group`` (N,) per window).
+    """
+    n, length, d = series.shape
+    cols = 1 + d * p_eff
+    gram = np.zeros((n_f, n_k, cols, cols))
+    rhs = np.zeros((n_f, n_k, cols, d))
+    yy = np.zeros((n_f, n_k, d))
+    cnt = np.zeros((n_f, n_k))
+    for start in range(0, n, 2048):  # chunks of windows bound the memory of the lag design
+        z = series[start : start + 2048]
+        lags = np.stack(
+            [z[:, p_eff - 1 - k : length - 1 - k] for k in range(p_eff)], axis=-1
+        )  # (n, rows, d, p)
+        x = np.concatenate([np.ones((*lags.shape[:2], 1)), lags.reshape(*lags.shape[:2], -1)], axis=-1)
+        kp = keep[start : start + 2048]
+        xs, ys = x[kp], z[:, p_eff:][kp]  # (m, cols), (m, d)
+        gs = np.broadcast_to(group[start : start + 2048, None], kp.shape)[kp]
+        cell = fold[start : start + 2048][kp] * n_k + gs
+        for c in np.unique(cell):
+            f, k = divmod(int(c), n_k)
+            sel = cell == c
+            gram[f, k] += xs[sel].T @ xs[sel]
+            rhs[f, k] += xs[sel].T @ ys[sel]
+            yy[f, k] += np.einsum("nd,nd->d", ys[sel], ys[sel])
+            cnt[f, k] += sel.sum()
+    return gram, rhs, yy, cnt
+
+
+def _expected_gates(m1, m2, i: int):
+    """Expected gates of node ``i``'s equation per graph bank entry: ``scale1`` (K, d + 1) = E[gate_b] per block
+    (block 0 the intercept, block ``1 + j`` the lags of node ``j``; own lags and intercept always open) and
+    ``scale2`` (K, d + 1, d + 1) = E[gate_b gate_b'] (from the moments of :func:`_graph_moments`)."""
+    n_k, d = m1.shape[0], m1.shape[-1]
+    scale1 = np.ones((n_k, d + 1))
+    scale1[:, 1:] = np.where(np.arange(d) == i, 1.0, m1[:, :, i])
+    scale2 = scale1[:, :, None] * scale1[:, None, :]
+    scale2[:, 1:, 1:] = m2[:, i]
+    scale2[:, 1 + i, 1:] = scale1[:, 1:]
+    scale2[:, 1:, 1 + i] = scale1[:, 1:]
+    scale2[:, 1 + i, 1 + i] = 1.0
+    return scale1, scale2
+
+
+# Relative penalties (times the shop's regression rows) on a shop's deviation from the pooled fit, searched by
+# blocked cross-validation when ``DecoderConfig.shop_linear``; "no offsets" is always a candidate and wins ties.
+_SHOP_GRID = tuple(float(v) for v in np.logspace(1, -3, 9))  # strongest shrinkage first: it wins ties
+
+
+class _ShopFit(NamedTuple):
+    """Result of :func:`_ls_shop_offsets` (see there)."""
+
+    bias: np.ndarray
+    coef: np.ndarray
+    kernel: np.ndarray
+    penalty: np.ndarray
+    cv_mse: np.ndarray
+    grid: tuple
+
+
+def _ls_shop_offsets(
+    hist,
+    fut,
+    shop,
+    origin,
+    shop_group,
+    m1,
+    m2,
+    p: int,
+    pooled: _LSFit,
+    n_shops: int,
+    *,
+    n_folds: int = _N_FOLDS,
+) -> _ShopFit:
+    """Least-squares warm start of the per-shop offsets: each shop's deviation from the pooled fit ``pooled``.
+
+    Node ``i``'s equation in shop ``s`` is the pooled equation plus an offset ``delta_s`` (intercept, own lags
+    and the graph-gated lags of the other nodes, as in :func:`_ls_init`, with the expected gates of shop ``s``'s
+    training graph) minimising the shop's (expected) squared one-step error plus ``penalty * rows_s`` times the
+    squared slopes of ``delta_s``: a ridge towards the pooled fit, the intercept free. The penalty is chosen per
+    node from ``(no offsets, *_SHOP_GRID)`` by blocked ``n_folds``-fold cross-validation over time (each
+    held-out block predicted by the pooled and shop fits on the other blocks); "no offsets" is listed first, so it
+    wins ties and a node whose shops agree keeps the pooled equation.
+
+    Returns
+    -------
+    _ShopFit
+        ``bias`` (S, d), ``coef`` (S, d, p), ``kernel`` (S, d, d, p) (zero on the diagonal and wherever the
+        shop's training graph never has the edge), ``penalty`` (d,) (``inf`` = no offsets), ``cv_mse``
+        (d, 1 + len(grid)) and ``grid``.
+    """
+    series = np.concatenate([hist, fut], axis=1).astype(np.float64)
+    n, length, d = series.shape
+    p_eff = min(p, length - 1)
+    n_rows = length - p_eff
+    cols = 1 + d * p_eff
+    shop = np.asarray(shop, dtype=np.int64)
+    keep, fold, n_f = _row_layout(n, hist.shape[1], n_rows, p_eff, shop, origin, n_folds)
+    gram, rhs, yy, cnt = _accumulate(series, keep, fold, shop, n_f, int(n_shops), p_eff)  # per (fold, shop)
+    k_of = np.asarray(shop_group, dtype=np.int64)
+    block = np.r_[0, np.repeat(np.arange(1, d + 1), p_eff)]
+    grid = _SHOP_GRID
+    bias, coef = np.zeros((n_shops, d)), np.zeros((n_shops, d, p))
+    kernel = np.zeros((n_shops, d, d, p))
+    penalty = np.full(d, np.inf)
+    cv_mse = np.zeros((d, 1 + len(grid)))
+    fit_n = cnt.sum(0)[None] - cnt  # (F, S) rows of each shop outside fold f
+    for i in range(d):
+        scale1, scale2 = _expected_gates(m1, m2, i)
+        s1, s2 = scale1[k_of][:, block], scale2[k_of][:, block][:, :, block]  # per shop
+        eg = np.einsum("sab,fsab->fsab", s2, gram)  # (F, S, c, c)
+        er = np.einsum("sa,fsa->fsa", s1, rhs[..., i])  # (F, S, c)
+        y2 = yy[..., i]  # (F, S)
+        own = np.r_[True, block[1:] == i + 1]
+        active = own | (np.diag(eg.sum((0, 1))) > 0)
+        eg, er = eg[:, :, active][:, :, :, active], er[:, :, active]
+        a = int(active.sum())
+        pen = _slope_penalty(a)
+        jitter = 1e-9 * np.eye(a)  # a shop without rows outside a fold: its (zero) offset stays solvable
+        # pooled slopes without fold f (the pooled fit's own penalty), then each shop's offset from them
+        eg_s, er_s = eg.sum(0), er.sum(0)  # (S, c, c), (S, c) all folds
+        eg_fit, er_fit = eg_s[None] - eg, er_s[None] - er  # leave fold f out, per shop
+        lam_pool = float(pooled.ridge[i])
+        beta_pool_f = np.stack(
+            [_ridge_solve(eg_fit[f].sum(0), er_fit[f].sum(0), lam_pool * fit_n[f].sum()) for f in range(n_f)]
+        )  # (F, a)
+
+        total = cnt.sum()
+        cv_mse[i, 0] = (
+            sum(
+                _fold_sse(np.broadcast_to(beta_pool_f[f], (n_shops, a)), y2[f], er[f], eg[f])
+                for f in range(n_f)
+            )
+            / total
+        )
+        for g_i, lam in enumerate(grid):
+            err = 0.0
+            for f in range(n_f):
+                mats = eg_fit[f] + lam * fit_n[f][:, None, None] * pen[None] + jitter
+                rhs_f = er_fit[f] - np.einsum("sab,b->sa", eg_fit[f], beta_pool_f[f])
+                delta = np.linalg.solve(mats, rhs_f[..., None])[..., 0]
+                err += _fold_sse(beta_pool_f[f][None] + delta, y2[f], er[f], eg[f])
+            cv_mse[i, 1 + g_i] = err / total
+        # first minimum: ties go to "no offsets", then to the stronger shrinkage
+        best = int(np.argmin(cv_mse[i]))
+        if best == 0:
+            continue
+        lam = grid[best - 1]
+        penalty[i] = lam
+        beta_pool = np.r_[
+            pooled.bias[i],
+            np.concatenate(
+                [pooled.coef[i, :p_eff] if j == i else pooled.kernel[j, i, :p_eff] for j in range(d)]
+            ),
+        ][active]
+        mats = eg_s + lam * cnt.sum(0)[:, None, None] * pen[None] + jitter
+        delta = np.linalg.solve(mats, (er_s - np.einsum("sab,b->sa", eg_s, beta_pool))[..., None])[..., 0]
+        full = np.zeros((n_shops, cols))
+        full[:, active] = delta
+        bias[:, i] = full[:, 0]
+        lag = full[:, 1:].reshape(n_shops, d, p_eff)
+        coef[:, i, :p_eff] = lag[:, i]
+        kernel[:, :, i, :p_eff] = lag
+        kernel[:, i, i] = 0.0  # the diagonal is never an edge
+    return _ShopFit(bias, coef, kernel, penalty, cv_mse, grid)
+
+
+def _fold_sse(beta, yy, er, eg) -> float:
+    """Squared one-step error of one fold's rows under per-shop coefficients ``beta`` (S, a), from the fold's
+    normal-equation blocks: ``yy`` (S,), ``er`` (S, a), ``eg`` (S, a, a)."""
+    return float(np.sum(yy - 2 * np.einsum("sa,sa->s", beta, er) + np.einsum("sa,sab,sb->s", beta, eg, beta)))
 
 
 def _rollout_floor(series, eqs, cnt, chosen, grid, fold, n_f, group, m1, block, w, horizon, score_node):
@@ -747,23 +951,27 @@ def _ls_ar_init(hist: np.ndarray, fut: np.ndarray, p: int, ridge: float = _BASE_
     return fit.coef[:, : min(p, hist.shape[1] + fut.shape[1] - 1)], fit.bias, fit.resid
 
 
-def _window_losses(model, hist, fut, graphs, ctx, burn: int, rollout_weight: float, node_w, target: int):
+def _window_losses(
+    pair, hist, fut, graphs, ctx, shops, burn: int, rollout_weight: float, node_w, target: int
+):
     """Per window: the weighted teacher-forced + rollout loss, the all-node rollout MSE and the target's rollout
-    MSE, each (n_windows,). Their means over windows are the batch loss and its two auxiliary figures."""
+    MSE, each (n_windows,). Their means over windows are the batch loss and its two auxiliary figures.
+    ``pair`` is ``(model, offsets)``; with per-shop offsets each window runs its shop's decoder."""
+    model, offsets = pair
 
-    def one(x, g, c):
-        return teacher_forced_and_rollout(model, x, fut.shape[1], g, c)
+    def one(x, g, c, s):
+        return teacher_forced_and_rollout(bind_shop(model, offsets, s), x, fut.shape[1], g, c)
 
-    tf, roll = jax.vmap(one)(hist, graphs, ctx)
+    tf, roll = jax.vmap(one)(hist, graphs, ctx, shops)
     tf_mse = jnp.mean((tf[:, burn:-1] - hist[:, burn + 1 :]) ** 2 * node_w, axis=(1, 2))
     ro_err = (roll - fut) ** 2
     loss = tf_mse + rollout_weight * jnp.mean(ro_err * node_w, axis=(1, 2))
     return loss, jnp.mean(ro_err, axis=(1, 2)), jnp.mean(ro_err[..., target], axis=1)
 
 
-def _window_loss(model, hist, fut, graphs, ctx, burn: int, rollout_weight: float, node_w, target: int):
+def _window_loss(pair, hist, fut, graphs, ctx, shops, burn: int, rollout_weight: float, node_w, target: int):
     """Weighted teacher-forced + rollout loss of a batch of windows; aux: (rollout MSE, target rollout MSE)."""
-    loss, ro, tg = _window_losses(model, hist, fut, graphs, ctx, burn, rollout_weight, node_w, target)
+    loss, ro, tg = _window_losses(pair, hist, fut, graphs, ctx, shops, burn, rollout_weight, node_w, target)
     return jnp.mean(loss), (jnp.mean(ro), jnp.mean(tg))
 
 
@@ -792,10 +1000,10 @@ def _paired_gain(diff: np.ndarray, cid: np.ndarray, n_clusters: int) -> tuple[fl
 
 @eqx.filter_jit
 def _window_criterion(
-    model, hist, fut, graphs, ctx, burn: int, rollout_weight: float, node_w, target, on: str
+    pair, hist, fut, graphs, ctx, shops, burn: int, rollout_weight: float, node_w, target, on: str
 ):
-    """Per validation window, the early-stopping criterion (``select_on``) of ``model``: (n_windows,)."""
-    loss, _, tg = _window_losses(model, hist, fut, graphs, ctx, burn, rollout_weight, node_w, target)
+    """Per validation window, the early-stopping criterion (``select_on``) of ``(model, offsets)``: (n_windows,)."""
+    loss, _, tg = _window_losses(pair, hist, fut, graphs, ctx, shops, burn, rollout_weight, node_w, target)
     return tg if on == "target" else loss
 
 
@@ -842,10 +1050,10 @@ def _train_chunk(static, carry: dict, data: dict, until, plan: _Plan) -> dict:
     tr_hist, tr_fut, tr_shop, tr_ctx = data["train"]
     n_train = tr_hist.shape[0]
 
-    def loss_fn(p, hist, fut, graphs, ctx):
-        model = eqx.combine(p, static)
+    def loss_fn(p, hist, fut, graphs, ctx, shops):
+        pair = eqx.combine(p, static)  # (model, per-shop offsets or None)
         return _window_loss(
-            model, hist, fut, graphs, ctx, plan.burn, plan.rollout_weight, data["node_w"], plan.target
+            pair, hist, fut, graphs, ctx, shops, plan.burn, plan.rollout_weight, data["node_w"], plan.target
         )
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
@@ -854,7 +1062,7 @@ def _train_chunk(static, carry: dict, data: dict, until, plan: _Plan) -> dict:
         p, o, key = c
         key, k_g = jax.random.split(key)
         graphs = _window_graphs(plan.graph_mode, data["probs"], data["s2k"], tr_shop[idx], k_g)
-        (loss, _), grads = grad_fn(p, tr_hist[idx], tr_fut[idx], graphs, tr_ctx[idx])
+        (loss, _), grads = grad_fn(p, tr_hist[idx], tr_fut[idx], graphs, tr_ctx[idx], tr_shop[idx])
         updates, o = plan.opt.update(grads, o, p)
         return (eqx.apply_updates(p, updates), o, key), loss
 
@@ -1024,16 +1232,42 @@ def train_decoder(
             m = eqx.tree_at(lambda m: getattr(m, var_attr), m, jnp.asarray(f.kernel, jnp.float32))
         return m
 
+    def shop_fit(w, pooled):
+        return _ls_shop_offsets(
+            w.history,
+            w.future,
+            w.shop,
+            w.origin,
+            ls_src.shop_to_k,
+            m1,
+            m2,
+            model.ar_lags,
+            pooled,
+            panel.n_shops,
+        )
+
+    def shop_start(offsets, f):
+        kernel = offsets.kernel if offsets.kernel is None else jnp.asarray(f.kernel, jnp.float32)
+        return ShopOffsets(
+            jnp.asarray(f.bias, jnp.float32), jnp.asarray(f.coef, jnp.float32), kernel, offsets.kernel_attr
+        )
+
     fit = ls_fit(train_w)
     resid = fit.resid
     if config.ar_init:
         model = warm_start(model, fit)
+    offsets = shop_res = None
+    if config.shop_linear:
+        offsets = zero_offsets(model, panel.n_shops)
+        if config.ar_init:
+            shop_res = shop_fit(train_w, fit)
+            offsets = shop_start(offsets, shop_res)
     if config.loss_weighting == "ar_residual":
         w = 1.0 / np.maximum(resid, 1e-2)
         node_w = jnp.asarray(w / w.mean(), jnp.float32)
     else:
         node_w = jnp.ones((d,), jnp.float32)
-    params, static = eqx.partition(model, eqx.is_inexact_array)
+    params, static = eqx.partition((model, offsets), eqx.is_inexact_array)
 
     def dev(w):
         ctx = np.zeros((len(w), ctx_size)) if w.context is None else w.context
@@ -1074,7 +1308,7 @@ def train_decoder(
     )
     data = {
         "train": tr,
-        "val": (va[0], va[1], val_graphs, va[3]),
+        "val": (va[0], va[1], val_graphs, va[3], va[2]),
         "probs": probs,
         "s2k": s2k,
         "node_w": node_w,
@@ -1178,14 +1412,22 @@ def train_decoder(
         "ls_ridge_floor": fit.floor,
         "ls_floor_cv_mse": None if fit.floor_cv is None else fit.floor_cv.tolist(),
     }
-    final = eqx.combine(best_params, static)
+    final, final_offsets = eqx.combine(best_params, static)
     refit = None
     if best_epoch == -1 and config.ar_init and config.ls_refit:
         # no trained checkpoint clearly beat the warm start, so the decoder is that linear fit: refit it on every
         # training window, the validation ones included (they only chose between it and the checkpoints)
         refit = ls_fit(win)
         final = warm_start(final, refit)
+        if final_offsets is not None:
+            shop_res = shop_fit(win, refit)
+            final_offsets = shop_start(final_offsets, shop_res)
     hist_log["ls_refit"] = refit is not None
+    if shop_res is not None:
+        # per node: the relative penalty of the shops' offsets (None = no offsets: the pooled fit won the CV)
+        hist_log["shop_linear_penalty"] = [None if not np.isfinite(v) else float(v) for v in shop_res.penalty]
+        hist_log["shop_linear_grid"] = list(shop_res.grid)
+        hist_log["shop_linear_cv_mse"] = shop_res.cv_mse.tolist()
     if refit is not None:
         hist_log["ls_ridge_refit"] = refit.ridge.tolist()
         hist_log["ls_ridge_floor_refit"] = refit.floor
@@ -1196,21 +1438,24 @@ def train_decoder(
         nodes=tuple(panel.nodes),
         target_index=int(panel.target_index),
         train_graph_label=glabel,
+        shop_offsets=final_offsets,
     )
 
 
 # ---------------------------------------------------------------------------------------------- evaluation
 @eqx.filter_jit
-def _rollout_windows(model, hist, graphs, ctx, horizon):
-    """Rollouts of every window (N, W, d) under its own graph (N, d, d) -> (N, horizon, d)."""
-    return jax.vmap(lambda x, g, c: model.rollout(x, horizon, g, c))(hist, graphs, ctx)
+def _rollout_windows(model, offsets, hist, graphs, ctx, shops, horizon):
+    """Rollouts of every window (N, W, d) under its own graph (N, d, d) (and its shop's offsets) -> (N, horizon, d)."""
+    return jax.vmap(lambda x, g, c, s: bind_shop(model, offsets, s).rollout(x, horizon, g, c))(
+        hist, graphs, ctx, shops
+    )
 
 
 @eqx.filter_jit
-def _rollout_windows_stack(model, hist, graphs, ctx, horizon):
+def _rollout_windows_stack(model, offsets, hist, graphs, ctx, shops, horizon):
     """The same for a stack of graph inputs (S, N, d, d) -> (S, N, horizon, d), one vmapped call."""
-    one = jax.vmap(lambda x, g, c: model.rollout(x, horizon, g, c))
-    return jax.vmap(lambda g: one(hist, g, ctx))(graphs)
+    one = jax.vmap(lambda x, g, c, s: bind_shop(model, offsets, s).rollout(x, horizon, g, c))
+    return jax.vmap(lambda g: one(hist, g, ctx, shops))(graphs)
 
 
 def _mse_at_h(forecast, future, node=None) -> float:
@@ -1267,7 +1512,12 @@ def evaluate_mse(
     (4,)
     """
     model = decoder.model if isinstance(decoder, TrainedDecoder) else decoder
+    offsets = decoder.shop_offsets if isinstance(decoder, TrainedDecoder) else None
     d = panel.n_nodes
+    if offsets is not None and offsets.n_shops != panel.n_shops:
+        raise DataValidationError(
+            f"panel: {panel.n_shops} shops, but the decoder's per-shop offsets were trained on {offsets.n_shops}"
+        )
     if getattr(model, "n_nodes", d) != d:
         raise DataValidationError(f"panel: {d} nodes, but the decoder was built for {model.n_nodes}")
     if history is None:
@@ -1309,10 +1559,11 @@ def evaluate_mse(
     else:
         raise GraphValidationError(f"graph: unsupported shape {a.shape}")
     g = jnp.asarray(a, jnp.float32)
+    shops = jnp.asarray(win.shop, jnp.int32)
     if stacked:
-        fc = _rollout_windows_stack(model, hist, g, ctx, int(horizon))
+        fc = _rollout_windows_stack(model, offsets, hist, g, ctx, shops, int(horizon))
     else:
-        fc = _rollout_windows(model, hist, g, ctx, int(horizon))
+        fc = _rollout_windows(model, offsets, hist, g, ctx, shops, int(horizon))
     fc = np.asarray(fc, dtype=np.float64)
     fut = win.future
     if stacked:
