@@ -34,9 +34,10 @@ GRANGER_ALPHA = 0.05  # a Granger edge is "in the graph" when p < alpha (score 1
 
 
 # --------------------------------------------------------------------------------------------- arguments / output
-def parser(doc: str, *, resumable: bool = False) -> argparse.ArgumentParser:
+def parser(doc: str, *, resumable: bool = False, shop_linear: bool = False) -> argparse.ArgumentParser:
     """The suite's arguments; ``resumable`` adds ``--resume`` (scripts that run their seeds with
-    :func:`seed_runs`)."""
+    :func:`seed_runs`); ``shop_linear`` adds ``--shop-linear`` (decoders with per-shop offsets of their linear
+    part, results under ``NAME_shop_linear``)."""
     ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--fast", action="store_true", help="small sizes, 1-2 seeds (CI smoke run)")
     ap.add_argument("--seeds", type=int, default=None, help="number of seeds (default 5; fewer with --fast)")
@@ -50,6 +51,12 @@ def parser(doc: str, *, resumable: bool = False) -> argparse.ArgumentParser:
             "--resume",
             action="store_true",
             help="reuse the seeds an earlier (stopped) run saved under OUT/seeds/NAME/ with the same settings",
+        )
+    if shop_linear:
+        ap.add_argument(
+            "--shop-linear",
+            action="store_true",
+            help="train the decoders with DecoderConfig(shop_linear=True); results go to NAME_shop_linear",
         )
     return ap
 

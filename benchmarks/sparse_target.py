@@ -9,7 +9,9 @@ baseline; report for each MSE@7 of the target and AR-CIG nAUPRC against the per-
 under the decoder's own training graph. The CausalMMM row is CausalMMM's own trained decoder run under its own
 learned graphs (same test windows and AR-CIG protocol; context min-max scaled as it was trained).
 
-Usage: ``python benchmarks/sparse_target.py [--fast] [--seeds N] [--out DIR]``. Nothing is tuned to a target.
+Usage: ``python benchmarks/sparse_target.py [--fast] [--seeds N] [--out DIR] [--resume] [--shop-linear]``
+(``--shop-linear``: every decoder with per-shop offsets of its linear part, results in ``sparse_target_shop_linear``).
+Nothing is tuned to a target.
 """
 
 from __future__ import annotations
@@ -265,12 +267,16 @@ def markdown(runs, agg, chk, cfg, fast) -> str:
 
 
 def main(argv=None) -> int:
-    args = parser(__doc__, resumable=True).parse_args(argv)
+    args = parser(__doc__, resumable=True, shop_linear=True).parse_args(argv)
     cfg = settings(args.fast)
+    name = NAME
+    if args.shop_linear:
+        cfg["decoder"] = {**cfg["decoder"], "shop_linear": True}
+        name = f"{NAME}_shop_linear"
     n_seeds = seed_count(args)
     t0 = time.perf_counter()
     runs, seed_s, resumed = seed_runs(
-        NAME,
+        name,
         n_seeds,
         lambda s: run_seed(s, cfg, args.fast),
         fingerprint=fingerprint(cfg, args.fast),
@@ -298,7 +304,7 @@ def main(argv=None) -> int:
         "aggregate": agg,
         "runs": runs,
     }
-    md = write_seeded(NAME, payload, md, t0=t0, seed_seconds=seed_s, resumed=resumed, out=out_dir(args))
+    md = write_seeded(name, payload, md, t0=t0, seed_seconds=seed_s, resumed=resumed, out=out_dir(args))
     print(md)
     return 0
 
