@@ -6,7 +6,8 @@ default) and tabulates the target MSE@7 of every decoder beside the last value, 
 least-squares AR(7) with shop intercepts (all on the same test windows, standardised units), plus the AR-CIG
 nAUPRC of each decoder. Nothing is tuned: this only reports whether the main job's decoder earns its forecast.
 
-Usage: ``python benchmarks/demo_forecast.py [--fast]``.
+Usage: ``python benchmarks/demo_forecast.py [--fast] [--shop-linear]`` (``--shop-linear``: every decoder with
+``DecoderConfig(shop_linear=True)``, per-shop offsets of its linear part; results in ``demo_forecast_shop_linear``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from _common import write_results  # noqa: E402
 CENTRES = ("pooled", "shop")
 
 
-def run(centre: str, fast: bool) -> dict:
+def run(centre: str, fast: bool, shop_linear: bool = False) -> dict:
     import jax
 
     import dice_prob as dp
@@ -31,11 +32,12 @@ def run(centre: str, fast: bool) -> dict:
     from dice_prob.data.default import default_simulation
 
     sim = default_simulation(fast=fast)
+    cfg = demo_config(fast)
+    if shop_linear:
+        cfg = cfg.replace(decoder=cfg.decoder.replace(shop_linear=True))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # convergence / forecast-skill warnings are what the table reports
-        res = dp.run_pipeline(
-            jax.random.key(0), sim.panel.with_centre(centre), config=demo_config(fast), truth=sim.graph
-        )
+        res = dp.run_pipeline(jax.random.key(0), sim.panel.with_centre(centre), config=cfg, truth=sim.graph)
     h = res.summary["headline"]
     return {
         "centre": centre,
@@ -45,9 +47,14 @@ def run(centre: str, fast: bool) -> dict:
     }
 
 
-def markdown(runs: list[dict], fast: bool) -> str:
+def markdown(runs: list[dict], fast: bool, shop_linear: bool = False) -> str:
     lines = [
-        f"The pipeline of `dice-prob demo{' --fast' if fast else ''}` (embedded default data, seed 0), once per "
+        (
+            "Every decoder with `DecoderConfig(shop_linear=True)` (per-shop offsets of its linear part). "
+            if shop_linear
+            else ""
+        )
+        + f"The pipeline of `dice-prob demo{' --fast' if fast else ''}` (embedded default data, seed 0), once per "
         "panel centring. Target MSE@7 on the test windows (standardised units; the posterior row is the mean over "
         "posterior graph samples) and AR-CIG nAUPRC against the true graph. Reference forecasts: the last value, "
         "the shop's training mean, a least-squares AR(7) with one intercept per shop, fitted before the test "
@@ -82,16 +89,21 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--fast", action="store_true", help="the fast demo setting")
     ap.add_argument("--out", help="results folder (default benchmarks/results)")
+    ap.add_argument(
+        "--shop-linear", action="store_true", help="decoders with per-shop offsets of the linear part"
+    )
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
-    runs = [run(c, args.fast) for c in CENTRES]
+    runs = [run(c, args.fast, args.shop_linear) for c in CENTRES]
     for r in runs:
         print(r["centre"], [(row["decoder"], round(row["mse7"], 4)) for row in r["comparison"]], flush=True)
     name = "demo_forecast_fast" if args.fast else "demo_forecast"
+    if args.shop_linear:
+        name += "_shop_linear"
     write_results(
         name,
-        {"fast": args.fast, "runs": runs},
-        markdown(runs, args.fast),
+        {"fast": args.fast, "shop_linear": args.shop_linear, "runs": runs},
+        markdown(runs, args.fast, args.shop_linear),
         wall_s=time.perf_counter() - t0,
         out=None if args.out is None else Path(args.out),
     )
