@@ -26,9 +26,12 @@ OTHER = (
     "stage1_shift",
     "decoder_forecast",
     "decoder_forecast_shop_centred",
+    "decoder_forecast_shop_linear",
+    "sparse_target_shop_linear",
     "attribution_bypass",
     "demo_timing",
     "demo_forecast",
+    "demo_forecast_shop_linear",
     "warm_start_ablation",
     "independent_generator",
     "graph_density",
@@ -228,11 +231,27 @@ def build() -> str:
         "",
         "## Forecasting vs attribution on sparse-target (`sparse_target`)",
         "",
-        "| decoder (training graph) | MSE@7 target | AR-CIG nAUPRC |",
-        "|---|---|---|",
     ]
+    # the same benchmark with per-shop offsets of every decoder's linear part (`--shop-linear`), when it ran
+    sl, sl_label = load("sparse_target_shop_linear")
+    sl_agg = sl.get("aggregate", {}) if sl_label == "full" else {}
+    if sl_agg:
+        out += [
+            "Beside it, every decoder trained with `DecoderConfig(shop_linear=True)` "
+            f"([sparse_target_shop_linear](results/sparse_target_shop_linear.md), seeds "
+            f"{[r['seed'] for r in sl.get('runs', [])]}; the default run's seeds are {[r['seed'] for r in st.get('runs', [])]}).",
+            "",
+            "| decoder (training graph) | MSE@7 target | AR-CIG nAUPRC | MSE@7, shop_linear | AR-CIG nAUPRC, shop_linear |",
+            "|---|---|---|---|---|",
+        ]
+    else:
+        out += ["| decoder (training graph) | MSE@7 target | AR-CIG nAUPRC |", "|---|---|---|"]
     for k, v in st.get("aggregate", {}).items():
-        out.append(f"| {k} | {fmt(v.get('mse7_target'), 4)} | {fmt(v.get('ar_cig_nauprc'))} |")
+        row = f"| {k} | {fmt(v.get('mse7_target'), 4)} | {fmt(v.get('ar_cig_nauprc'))} |"
+        if sl_agg:
+            w = sl_agg.get(k, {})
+            row += f" {fmt(w.get('mse7_target'), 4)} | {fmt(w.get('ar_cig_nauprc'))} |"
+        out.append(row)
     out += ["", *targets_table(st), "", "## Frozen graph-swap (`graph_swap`)", ""]
     out += [
         "| graph input | posterior-trained decoder nAUPRC | hard-trained decoder nAUPRC |",
