@@ -237,9 +237,12 @@ def build() -> str:
     sl_agg = sl.get("aggregate", {}) if sl_label == "full" else {}
     if sl_agg:
         out += [
-            "Beside it, every decoder trained with `DecoderConfig(shop_linear=True)` "
+            "The last two columns come from the same benchmark with every graph-safe and dense decoder trained "
+            "with `DecoderConfig(shop_linear=True)` "
             f"([sparse_target_shop_linear](results/sparse_target_shop_linear.md), seeds "
-            f"{[r['seed'] for r in sl.get('runs', [])]}; the default run's seeds are {[r['seed'] for r in st.get('runs', [])]}).",
+            f"{[r['seed'] for r in sl.get('runs', [])]}; the default run's seeds are "
+            f"{[r['seed'] for r in st.get('runs', [])]}). CausalMMM's own decoder is the same in both; its row "
+            "differs only by the seeds.",
             "",
             "| decoder (training graph) | MSE@7 target | AR-CIG nAUPRC | MSE@7, shop_linear | AR-CIG nAUPRC, shop_linear |",
             "|---|---|---|---|---|",
