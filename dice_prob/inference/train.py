@@ -59,7 +59,7 @@ from dice_prob.errors import (
 from dice_prob.graph import offdiag_mask, validate_adjacency
 from dice_prob.models.bypass import ARTargetDecoder, DenseDecoder
 from dice_prob.models.decoder import GraphSafeDecoder, teacher_forced_and_rollout
-from dice_prob.models.shop_linear import ShopOffsets, bind_shop, zero_offsets
+from dice_prob.models.shop_linear import ShopOffsets, bind_shop, kernel_attribute, zero_offsets
 
 __all__ = ["TrainedDecoder", "build_decoder", "evaluate_mse", "resolve_graph", "train_decoder"]
 
@@ -661,12 +661,24 @@ def _ls_init(
     for i, (active, eg_f, er_f) in enumerate(eqs):
         beta = np.zeros(cols)
         beta[active] = _ridge_solve(eg_f.sum(0), er_f.sum(0), chosen[i] * total)
-        bias[i] = beta[0]
-        lag = beta[1:].reshape(d, p_eff)
-        coef[i, :p_eff] = lag[i]
-        kernel[:, i, :p_eff] = lag
-        kernel[i, i] = 0.0  # the diagonal is never an edge
+        _store_equation(beta, i, bias, coef, kernel)
     return _LSFit(bias, coef, kernel, resid, chosen, cv_mse, grid, floor, floor_cv)
+
+
+def _store_equation(beta, i: int, bias, coef, kernel) -> None:
+    """Write node ``i``'s fitted equation into the linear part's arrays, in place.
+
+    ``beta`` (..., 1 + d * p_eff): the intercept, then ``p_eff`` lags of every node (node-major, lag 1 first);
+    ``bias`` (..., d), ``coef`` (..., d, p) (own lags) and ``kernel`` (..., d, d, p) (``[src, dst, lag]``, its
+    diagonal left at 0: the diagonal is never an edge). Leading axes (e.g. shops) are shared by all four.
+    """
+    d = bias.shape[-1]
+    lag = beta[..., 1:].reshape(*beta.shape[:-1], d, -1)
+    p_eff = lag.shape[-1]
+    bias[..., i] = beta[..., 0]
+    coef[..., i, :p_eff] = lag[..., i, :]
+    kernel[..., :, i, :p_eff] = lag
+    kernel[..., i, i, :] = 0.0
 
 
 def _accumulate(series, keep, fold, group, n_f: int, n_k: int, p_eff: int):
@@ -831,11 +843,7 @@ def _ls_shop_offsets(
         delta = np.linalg.solve(mats, (er_s - np.einsum("sab,b->sa", eg_s, beta_pool))[..., None])[..., 0]
         full = np.zeros((n_shops, cols))
         full[:, active] = delta
-        bias[:, i] = full[:, 0]
-        lag = full[:, 1:].reshape(n_shops, d, p_eff)
-        coef[:, i, :p_eff] = lag[:, i]
-        kernel[:, :, i, :p_eff] = lag
-        kernel[:, i, i] = 0.0  # the diagonal is never an edge
+        _store_equation(full, i, bias, coef, kernel)
     return _ShopFit(bias, coef, kernel, penalty, cv_mse, grid)
 
 
@@ -1194,7 +1202,7 @@ def train_decoder(
     # least-squares warm start of the linear part: own lags, plus the lagged cross-node path when the model has
     # one and var_init is on -- along the training graph (graph-safe decoder) or over every off-diagonal pair (the
     # dense baseline's unrestricted VAR path, which ignores the graph by design)
-    var_attr = next((a for a in ("edge_kernel", "var_kernel") if hasattr(model, a)), None)
+    var_attr = kernel_attribute(model)
     use_var = config.var_init and var_attr is not None
     if use_var and var_attr == "var_kernel":
         ls_src = _GraphSource(
