@@ -130,10 +130,11 @@ def _window_shops(res: _Resolved, panel_or_windows, win: Windows):
             "must be known; pass the Panel (or a Windows object) instead of bare histories"
         )
     n = res.offsets.n_shops
-    if len(win) and (int(win.shop.max()) >= n or int(win.shop.min()) < 0):
+    bad = np.asarray(win.shop)[(np.asarray(win.shop) < 0) | (np.asarray(win.shop) >= n)]
+    if bad.size:
         raise DataValidationError(
-            f"panel_or_windows: a window comes from shop {int(win.shop.max())}, but the decoder's per-shop offsets "
-            f"cover {n} training shops"
+            f"panel_or_windows: a window comes from shop {int(bad[0])}, but the decoder's per-shop offsets "
+            f"cover shops 0..{n - 1}"
         )
     return jnp.asarray(win.shop, jnp.int32)
 
