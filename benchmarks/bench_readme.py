@@ -28,6 +28,7 @@ OTHER = (
     "decoder_forecast_shop_centred",
     "decoder_forecast_shop_linear",
     "sparse_target_shop_linear",
+    "graph_swap_shop_linear",
     "attribution_bypass",
     "demo_timing",
     "demo_forecast",
@@ -256,14 +257,34 @@ def build() -> str:
             row += f" {fmt(w.get('mse7_target'), 4)} | {fmt(w.get('ar_cig_nauprc'))} |"
         out.append(row)
     out += ["", *targets_table(st), "", "## Frozen graph-swap (`graph_swap`)", ""]
-    out += [
-        "| graph input | posterior-trained decoder nAUPRC | hard-trained decoder nAUPRC |",
-        "|---|---|---|",
-    ]
+    gsl, gsl_label = load("graph_swap_shop_linear")
+    gsl_agg = gsl.get("aggregate", {}) if gsl_label == "full" else {}
+    if gsl_agg:
+        out += [
+            "The last two columns: the same benchmark with both decoders trained with "
+            "`DecoderConfig(shop_linear=True)` "
+            f"([graph_swap_shop_linear](results/graph_swap_shop_linear.md), seeds "
+            f"{[r['seed'] for r in gsl.get('runs', [])]}; the default run's seeds are "
+            f"{[r['seed'] for r in gs.get('runs', [])]}).",
+            "",
+            "| graph input | posterior-trained decoder nAUPRC | hard-trained decoder nAUPRC | "
+            "posterior-trained, shop_linear | hard-trained, shop_linear |",
+            "|---|---|---|---|---|",
+        ]
+    else:
+        out += [
+            "| graph input | posterior-trained decoder nAUPRC | hard-trained decoder nAUPRC |",
+            "|---|---|---|",
+        ]
     agg = gs.get("aggregate", {})
     pd_, hd = agg.get("swap_posterior_decoder", {}), agg.get("swap_hard_decoder", {})
+    spd = gsl_agg.get("swap_posterior_decoder", {})
+    shd = gsl_agg.get("swap_hard_decoder", {})
     for k in pd_:
-        out.append(f"| {k} | {fmt(pd_[k].get('nauprc'))} | {fmt(hd.get(k, {}).get('nauprc'))} |")
+        row = f"| {k} | {fmt(pd_[k].get('nauprc'))} | {fmt(hd.get(k, {}).get('nauprc'))} |"
+        if gsl_agg:
+            row += f" {fmt(spd.get(k, {}).get('nauprc'))} | {fmt(shd.get(k, {}).get('nauprc'))} |"
+        out.append(row)
     out += ["", *targets_table(gs), ""]
     mg, cl = res["multi_graph"][0], res["causalmmm_layout"][0]
     out += [

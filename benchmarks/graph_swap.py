@@ -8,7 +8,9 @@ graphs (P(edge) > 0.5 per shop) — the paper's "learned graphs" row (−0.044 �
 against the per-shop truth over the support mask, and MSE@7 of the target, mean ± sd over seeds of the per-seed
 means over each input's draws.
 
-Usage: ``python benchmarks/graph_swap.py [--fast] [--seeds N] [--out DIR]``. Nothing is tuned to a target.
+Usage: ``python benchmarks/graph_swap.py [--fast] [--seeds N] [--out DIR] [--resume] [--shop-linear]``
+(``--shop-linear``: both decoders with per-shop offsets of their linear part, results in ``graph_swap_shop_linear``).
+Nothing is tuned to a target.
 """
 
 from __future__ import annotations
@@ -103,6 +105,14 @@ def checks(agg) -> dict:
 def markdown(runs, agg, chk, cfg, fast) -> str:
     p, h = agg["swap_posterior_decoder"], agg["swap_hard_decoder"]
     lines = [
+        *(
+            [
+                "Both decoders trained with `DecoderConfig(shop_linear=True)` (per-shop offsets of their linear part).",
+                "",
+            ]
+            if cfg["decoder"].get("shop_linear")
+            else []
+        ),
         f"Seeds {[r['seed'] for r in runs]} ({'--fast' if fast else 'full'} mode). Settings: `{cfg}`. "
         "Timings on a shared, contended machine.",
         "",
@@ -128,12 +138,16 @@ def markdown(runs, agg, chk, cfg, fast) -> str:
 
 
 def main(argv=None) -> int:
-    args = parser(__doc__, resumable=True).parse_args(argv)
+    args = parser(__doc__, resumable=True, shop_linear=True).parse_args(argv)
     cfg = settings(args.fast)
+    name = NAME
+    if args.shop_linear:
+        cfg["decoder"] = {**cfg["decoder"], "shop_linear": True}
+        name = f"{NAME}_shop_linear"
     n_seeds = seed_count(args)
     t0 = time.perf_counter()
     runs, seed_s, resumed = seed_runs(
-        NAME,
+        name,
         n_seeds,
         lambda s: run_seed(s, cfg, args.fast),
         fingerprint=fingerprint(cfg, args.fast),
@@ -162,7 +176,7 @@ def main(argv=None) -> int:
         "aggregate": agg,
         "runs": runs,
     }
-    md = write_seeded(NAME, payload, md, t0=t0, seed_seconds=seed_s, resumed=resumed, out=out_dir(args))
+    md = write_seeded(name, payload, md, t0=t0, seed_seconds=seed_s, resumed=resumed, out=out_dir(args))
     print(md)
     return 0
 
