@@ -54,6 +54,21 @@ def load_fast(name: str) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+def shop_linear_run(name: str, default: dict) -> tuple[dict, str]:
+    """(aggregate, intro sentence) of ``NAME_shop_linear``'s full run -- the same benchmark with every decoder
+    trained with ``DecoderConfig(shop_linear=True)`` -- or ({}, "") when it has no full run."""
+    sl, label = load(f"{name}_shop_linear")
+    if label != "full":
+        return {}, ""
+    intro = (
+        "The last two columns come from the same benchmark with the decoders trained with "
+        f"`DecoderConfig(shop_linear=True)` ([{name}_shop_linear](results/{name}_shop_linear.md), seeds "
+        f"{[r['seed'] for r in sl.get('runs', [])]}; the default run's seeds are "
+        f"{[r['seed'] for r in default.get('runs', [])]})."
+    )
+    return sl.get("aggregate", {}), intro
+
+
 def mean(pair):
     """Mean of a ``[mean, sd]`` pair (or a plain number); None when missing."""
     if pair is None:
@@ -234,16 +249,17 @@ def build() -> str:
         "",
     ]
     # the same benchmark with per-shop offsets of every decoder's linear part (`--shop-linear`), when it ran
-    sl, sl_label = load("sparse_target_shop_linear")
-    sl_agg = sl.get("aggregate", {}) if sl_label == "full" else {}
+    sl_agg, sl_intro = shop_linear_run("sparse_target", st)
+    sl_seeds = [r["seed"] for r in load("sparse_target_shop_linear")[0].get("runs", [])]
     if sl_agg:
         out += [
-            "The last two columns come from the same benchmark with every graph-safe and dense decoder trained "
-            "with `DecoderConfig(shop_linear=True)` "
-            f"([sparse_target_shop_linear](results/sparse_target_shop_linear.md), seeds "
-            f"{[r['seed'] for r in sl.get('runs', [])]}; the default run's seeds are "
-            f"{[r['seed'] for r in st.get('runs', [])]}). CausalMMM's own decoder is the same in both; its row "
-            "differs only by the seeds.",
+            sl_intro
+            + " CausalMMM's own decoder does not take the option; its row "
+            + (
+                "repeats under the same seeds."
+                if [r["seed"] for r in st.get("runs", [])] == sl_seeds
+                else "differs only by the seeds."
+            ),
             "",
             "| decoder (training graph) | MSE@7 target | AR-CIG nAUPRC | MSE@7, shop_linear | AR-CIG nAUPRC, shop_linear |",
             "|---|---|---|---|---|",
@@ -257,15 +273,10 @@ def build() -> str:
             row += f" {fmt(w.get('mse7_target'), 4)} | {fmt(w.get('ar_cig_nauprc'))} |"
         out.append(row)
     out += ["", *targets_table(st), "", "## Frozen graph-swap (`graph_swap`)", ""]
-    gsl, gsl_label = load("graph_swap_shop_linear")
-    gsl_agg = gsl.get("aggregate", {}) if gsl_label == "full" else {}
+    gsl_agg, gsl_intro = shop_linear_run("graph_swap", gs)
     if gsl_agg:
         out += [
-            "The last two columns: the same benchmark with both decoders trained with "
-            "`DecoderConfig(shop_linear=True)` "
-            f"([graph_swap_shop_linear](results/graph_swap_shop_linear.md), seeds "
-            f"{[r['seed'] for r in gsl.get('runs', [])]}; the default run's seeds are "
-            f"{[r['seed'] for r in gs.get('runs', [])]}).",
+            gsl_intro,
             "",
             "| graph input | posterior-trained decoder nAUPRC | hard-trained decoder nAUPRC | "
             "posterior-trained, shop_linear | hard-trained, shop_linear |",
