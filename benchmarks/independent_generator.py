@@ -12,7 +12,9 @@ and with the spend setting of ``dice-prob demo`` / ``dice-prob run`` (``channel_
 ``lag_decay=1``). Reported: Stage 1 PIP AUROC / nAUPRC against the true graph (support-masked, per shop,
 averaged), the worst split r_hat, and the posterior-trained decoder's target MSE@7 beside the reference forecasts.
 
-Usage: ``python benchmarks/independent_generator.py [--fast] [--seeds N]``.
+Usage: ``python benchmarks/independent_generator.py [--fast] [--seeds N] [--shop-linear]`` (``--shop-linear``: the
+decoders with ``DecoderConfig(shop_linear=True)``, per-shop offsets of their linear part; results in
+``independent_generator_shop_linear``).
 """
 
 from __future__ import annotations
@@ -96,7 +98,7 @@ def generate(seed: int, n_shops: int = 6, n_steps: int = 120):
     return out, truth
 
 
-def settings(fast: bool) -> dict:
+def settings(fast: bool, shop_linear: bool = False) -> dict:
     from dice_prob.cli import SPEND_STAGE1, fast_config
     from dice_prob.config import PipelineConfig
 
@@ -105,10 +107,12 @@ def settings(fast: bool) -> dict:
         "defaults": base,
         "spend (log1p, lag_decay=1)": base.replace(stage1=base.stage1.replace(**SPEND_STAGE1)),
     }
+    if shop_linear:
+        out = {k: v.replace(decoder=v.decoder.replace(shop_linear=True)) for k, v in out.items()}
     return {k: fast_config(v) if fast else v for k, v in out.items()}
 
 
-def run_seed(seed: int, fast: bool) -> dict:
+def run_seed(seed: int, fast: bool, shop_linear: bool = False) -> dict:
     import jax
 
     import dice_prob as dp
@@ -117,7 +121,7 @@ def run_seed(seed: int, fast: bool) -> dict:
     roles = ["channel"] * len(CHANNELS) + ["intermediate", "intermediate", "target"]
     panel = dp.Panel(values, list(NODES), roles, centre="shop")
     res = {}
-    for name, cfg in settings(fast).items():
+    for name, cfg in settings(fast, shop_linear).items():
         cfg = cfg.replace(
             stage1=cfg.stage1.replace(progress_bar=False), decoder=cfg.decoder.replace(progress_bar=False)
         )
@@ -140,8 +144,13 @@ def run_seed(seed: int, fast: bool) -> dict:
     return res
 
 
-def markdown(runs: list[dict], seeds: list[int], fast: bool) -> str:
+def markdown(runs: list[dict], seeds: list[int], fast: bool, shop_linear: bool = False) -> str:
     lines = [
+        *(
+            ["Decoders with `DecoderConfig(shop_linear=True)` (per-shop offsets of their linear part).", ""]
+            if shop_linear
+            else []
+        ),
         f"Seeds {seeds}{' (--fast sizes: 3 shops x 80 weeks, short NUTS)' if fast else ' (6 shops x 120 weeks)'}; "
         "mean over seeds (per seed in brackets). PIP scores are support-masked, per shop, averaged. MSE@7: the "
         "posterior-trained decoder's target MSE on the test windows (standardised units), and the reference "
@@ -164,16 +173,35 @@ def markdown(runs: list[dict], seeds: list[int], fast: bool) -> str:
 
 
 def main(argv=None) -> int:
-    args, seeds, out = seeded_args(__doc__, argv, default_seeds=3, fast_help="small sizes, one seed")
+    args, seeds, out = seeded_args(
+        __doc__,
+        argv,
+        default_seeds=3,
+        fast_help="small sizes, one seed",
+        flags={
+            "--shop-linear": "decoders with per-shop offsets of their linear part (DecoderConfig.shop_linear)"
+        },
+    )
     t0 = time.perf_counter()
     runs = []
     for s in seeds:
-        runs.append(run_seed(s, args.fast))
+        runs.append(run_seed(s, args.fast, args.shop_linear))
         print(s, {k: {m: round(x, 3) for m, x in v.items()} for k, v in runs[-1].items()}, flush=True)
+    name = (
+        "independent_generator"
+        + ("_shop_linear" if args.shop_linear else "")
+        + ("_fast" if args.fast else "")
+    )
     write_results(
-        "independent_generator_fast" if args.fast else "independent_generator",
-        {"fast": args.fast, "seeds": seeds, "edges": [list(e) for e in EDGES], "runs": runs},
-        markdown(runs, seeds, args.fast),
+        name,
+        {
+            "fast": args.fast,
+            "shop_linear": args.shop_linear,
+            "seeds": seeds,
+            "edges": [list(e) for e in EDGES],
+            "runs": runs,
+        },
+        markdown(runs, seeds, args.fast, args.shop_linear),
         wall_s=time.perf_counter() - t0,
         out=out,
     )
