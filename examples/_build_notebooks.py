@@ -664,6 +664,84 @@ every pair, the oracle only the true paths.""",
     ),
     (
         "md",
+        """## 6. When shops respond differently
+
+So far every shop had the same weights. In real panels a channel can lift sales in one shop and hardly matter, or
+even cannibalise, in another. The decoders above share one set of weights across shops, so such an effect
+averages away in their linear part. `DecoderConfig(shop_linear=True)` gives each shop its own offsets of the
+decoder's linear part (intercept, own lags and the lagged kernel along the graph, still gated by the graph input,
+so graph safety holds). The offsets start at a per-shop least-squares fit shrunk towards the pooled one, and
+blocked cross-validation chooses, node by node, how much to shrink, or to use no offsets at all.
+
+Below, the same kind of panel with one shared graph but **fresh weights per shop** (`weights_per_shop=True`: the
+target's parents get a random sign in every shop). We train the oracle-graph decoder both ways and compare its
+forecast and its AR-CIG.""",
+    ),
+    (
+        "py",
+        """key, k_sim2 = jax.random.split(key)
+sim2 = dp.simulate.sparse_target(
+    k_sim2, n_shops=N_SHOPS, n_steps=N_STEPS, n_nodes=10, graph_per_shop=False, weights_per_shop=True
+)
+panel2, truth2 = sim2.panel, sim2.graph
+hops7 = dp.graph.reach(truth2, 7) & ~np.eye(d, dtype=bool)  # pairs joined by a path of 1..7 edges
+indirect = hops7 & (truth2 == 0) & panel2.support_mask()  # ... with no direct edge
+rows2 = []
+for shop_linear in (False, True):
+    key, k_train = jax.random.split(key)
+    dec = dp.train_decoder(
+        k_train, panel2, graph=truth2, config=dcfg.replace(shop_linear=shop_linear), label="oracle"
+    )
+    ar = dp.diagnostics.ar_cig(dec, panel2, truth2, horizon=7, n_windows=None)[0]
+    direct = ar[(truth2 > 0) & panel2.support_mask()]
+    rows2.append(
+        {
+            "shop_linear": shop_linear,
+            "MSE@7 (target)": float(evaluate_mse(dec, panel2, truth2, horizon=7)["target"]),
+            "AR-CIG nAUPRC": float(dp.diagnostics.nauprc(ar, truth2, mask=panel2.support_mask())),
+            "median AR-CIG, direct edges": float(np.median(direct)),
+            "median AR-CIG, indirect pairs": float(np.median(ar[indirect])),
+            "indirect pairs above the weakest direct edge": float(np.mean(ar[indirect] > direct.min())),
+        }
+    )
+per_shop = pd.DataFrame(rows2).set_index("shop_linear")
+per_shop.round(4)""",
+    ),
+    (
+        "py",
+        """fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.2))
+labels = ["pooled", "shop_linear"]
+a.bar(labels, per_shop["MSE@7 (target)"], color=["tab:green", "tab:blue"])
+a.set_title("oracle-graph decoder: MSE@7 (target)")
+x = np.arange(2)
+b.bar(x - 0.2, per_shop["median AR-CIG, direct edges"], 0.4, label="direct edges")
+b.bar(x + 0.2, per_shop["median AR-CIG, indirect pairs"], 0.4, label="indirect (2-7 hops)")
+b.set_xticks(x, labels)
+b.set_title("median AR-CIG")
+b.legend(fontsize=8)
+plt.tight_layout()
+plt.show()""",
+    ),
+    (
+        "md",
+        """How to read it:
+
+* The per-shop decoder should forecast the target much better: it can fit each shop's sign, which the pooled
+  decoder averages towards zero. On the full `sparse_target` benchmark (10 shops, 5 seeds, each shop with its
+  own graph) the oracle-graph decoder's target MSE@7 falls from 0.145 to 0.022 (`benchmarks/results/`).
+* Its AR-CIG nAUPRC can nonetheless be *lower*. AR-CIG scores the whole influence of a pulse over 7 free-running
+  steps, so on the true graph it also scores pairs joined by a 2..7-edge path; nAUPRC counts those as false
+  positives, because the truth holds direct edges only. A decoder that carries each shop's effects faithfully
+  passes more influence along those paths: over 5 seeds of the benchmark the median indirect score rises from
+  0.021 to 0.052 and the direct one only from 0.060 to 0.092, and nAUPRC falls from 0.886 to 0.814
+  (`python benchmarks/arcig_indirect.py --seeds 5`). That is not bypass: on the oracle graph a graph-safe decoder
+  cannot score a pair outside the 7-hop reach, and against that reach both decoders score nAUPRC 1.
+* So when you compare decoders by AR-CIG nAUPRC, compare them at the same kind of linear part, and look at the
+  indirect share before blaming the graph. `shop_linear` is opt-in: every published Stage 2 figure of the package
+  uses the pooled linear part unless it says otherwise.""",
+    ),
+    (
+        "md",
         """## What to take away
 
 * **Forecast accuracy does not certify attribution.** Decoders with near-identical MSE@7 can attribute the target
