@@ -82,7 +82,7 @@ def run_config(panel):
     the log-spend scale (``channel_transform="log1p"``) with the Minnesota ``lag_decay=1``; everything else is
     ``PipelineConfig()``. On data from a generator written apart from the package's simulators (co-moving
     spends, Weibull carryover, logistic saturation; ``benchmarks/independent_generator.py``, 3 seeds) it gives
-    PIP AUROC 0.997 against 0.976 and max r_hat 1.02 against one stuck chain, and on funnel(mode="mmm") 0.94
+    PIP AUROC 0.997 against 0.979 and max r_hat 1.03 against one stuck chain, and on funnel(mode="mmm") 0.94
     against 0.92 (``benchmarks/stage1_recovery.py``). A channel with a negative value is not a spend (the log
     would not apply): then the package defaults. On a short series the decoder's window history is shortened so
     that every shop keeps enough training windows (:func:`_history_that_fits`); the note says so.
