@@ -30,6 +30,7 @@ OTHER = (
     "sparse_target_shop_linear",
     "graph_swap_shop_linear",
     "arcig_indirect",
+    "swap_kernel_offsets",
     "attribution_bypass",
     "demo_timing",
     "demo_forecast",
