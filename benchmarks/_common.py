@@ -133,6 +133,38 @@ def seeded_args(
     return args, seeds, None if args.out is None else Path(args.out)
 
 
+def seeded_main(
+    doc: str,
+    argv,
+    name: str,
+    run_seed,
+    markdown,
+    *,
+    default_seeds: int,
+    fast_help: str,
+    report=None,
+    payload: dict | None = None,
+) -> int:
+    """The whole ``main`` of a script whose seeds run one after another: parse ``--fast`` / ``--seeds`` /
+    ``--out`` (:func:`seeded_args`), run ``run_seed(seed, fast) -> dict`` per seed (printing ``report(run)``,
+    default the run itself), then write ``NAME`` (``NAME_fast`` with ``--fast``) with ``{"fast", "seeds",
+    **payload, "runs"}`` and ``markdown(runs, seeds, fast)``."""
+    args, seeds, out = seeded_args(doc, argv, default_seeds=default_seeds, fast_help=fast_help)
+    t0 = time.perf_counter()
+    runs = []
+    for s in seeds:
+        runs.append(run_seed(s, args.fast))
+        print(s, runs[-1] if report is None else report(runs[-1]), flush=True)
+    write_results(
+        f"{name}_fast" if args.fast else name,
+        {"fast": args.fast, "seeds": seeds, **(payload or {}), "runs": runs},
+        markdown(runs, seeds, args.fast),
+        wall_s=time.perf_counter() - t0,
+        out=out,
+    )
+    return 0
+
+
 def write_results(
     name: str, payload: dict, markdown: str, *, wall_s: float | None = None, out: Path | None = None
 ) -> Path:

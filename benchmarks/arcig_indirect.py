@@ -18,14 +18,13 @@ Usage: ``python benchmarks/arcig_indirect.py [--fast] [--seeds N]`` (default 3 s
 from __future__ import annotations
 
 import sys
-import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import seeded_args, write_results  # noqa: E402
+from _common import fmt, seeded_main  # noqa: E402
 
 VARIANTS = {"pooled": False, "shop_linear": True}
 HORIZON = 7
@@ -121,29 +120,22 @@ def markdown(runs: list[dict], seeds: list[int], fast: bool) -> str:
         "|---|" + "---|" * len(COLUMNS),
     ]
     for name in VARIANTS:
-        cells = []
-        for key, _ in COLUMNS:
-            vals = np.array([r[name][key] for r in runs])
-            cells.append(f"{vals.mean():.3f} ± {vals.std(ddof=1) if len(vals) > 1 else 0.0:.3f}")
+        cells = [fmt([r[name][key] for r in runs]) for key, _ in COLUMNS]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
-    args, seeds, out = seeded_args(__doc__, argv, default_seeds=3, fast_help="short training, one seed")
-    t0 = time.perf_counter()
-    runs = []
-    for s in seeds:
-        runs.append(run_seed(s, args.fast))
-        print(s, runs[-1], flush=True)
-    write_results(
-        "arcig_indirect_fast" if args.fast else "arcig_indirect",
-        {"fast": args.fast, "seeds": seeds, "horizon": HORIZON, "runs": runs},
-        markdown(runs, seeds, args.fast),
-        wall_s=time.perf_counter() - t0,
-        out=out,
+    return seeded_main(
+        __doc__,
+        argv,
+        "arcig_indirect",
+        run_seed,
+        markdown,
+        default_seeds=3,
+        fast_help="short training, one seed",
+        payload={"horizon": HORIZON},
     )
-    return 0
 
 
 if __name__ == "__main__":

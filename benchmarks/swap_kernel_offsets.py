@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import seeded_args, write_results  # noqa: E402
+from _common import fmt, seeded_main  # noqa: E402
 
 INPUTS = ("posterior", "oracle", "full", "random", "permuted")
 VARIANTS = ("pooled", "shop_linear", "shop_linear, kernel offsets zeroed")
@@ -90,10 +89,6 @@ def run_seed(seed: int, fast: bool) -> dict:
 
 
 def markdown(runs: list[dict], seeds: list[int], fast: bool) -> str:
-    def cell(values) -> str:
-        v = np.asarray(values, dtype=float)
-        return f"{v.mean():.3f} ± {v.std(ddof=1) if len(v) > 1 else 0.0:.3f}"
-
     lines = [
         f"Seeds {seeds}{' (--fast)' if fast else ''}: `sparse_target`, one decoder trained on Stage-1 posterior "
         "graph samples per variant, frozen and swapped to each graph input; AR-CIG nAUPRC against the per-shop "
@@ -103,33 +98,29 @@ def markdown(runs: list[dict], seeds: list[int], fast: bool) -> str:
         "|---|" + "---|" * (len(INPUTS) + 2),
     ]
     for name in VARIANTS:
-        cells = [cell([r[name][gi]["nauprc"] for r in runs]) for gi in INPUTS]
-        cells += [cell([r[name][gi]["mse_target"] for r in runs]) for gi in ("posterior", "full")]
+        cells = [fmt([r[name][gi]["nauprc"] for r in runs]) for gi in INPUTS]
+        cells += [fmt([r[name][gi]["mse_target"] for r in runs]) for gi in ("posterior", "full")]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += [
         "",
         "Per-shop decoder's lagged kernel, `sum_l |K[j, i, l]|` (pooled kernel plus the shop's offset), mean over "
-        f"each shop's true edges {cell([r['kernel_on_true_edges'] for r in runs])} and over its other pairs "
-        f"{cell([r['kernel_off_true_edges'] for r in runs])} (support mask).",
+        f"each shop's true edges {fmt([r['kernel_on_true_edges'] for r in runs])} and over its other pairs "
+        f"{fmt([r['kernel_off_true_edges'] for r in runs])} (support mask).",
     ]
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
-    args, seeds, out = seeded_args(__doc__, argv, default_seeds=3, fast_help="short runs, one seed")
-    t0 = time.perf_counter()
-    runs = []
-    for s in seeds:
-        runs.append(run_seed(s, args.fast))
-        print(s, {k: runs[-1][k] for k in VARIANTS}, flush=True)
-    write_results(
-        "swap_kernel_offsets_fast" if args.fast else "swap_kernel_offsets",
-        {"fast": args.fast, "seeds": seeds, "runs": runs},
-        markdown(runs, seeds, args.fast),
-        wall_s=time.perf_counter() - t0,
-        out=out,
+    return seeded_main(
+        __doc__,
+        argv,
+        "swap_kernel_offsets",
+        run_seed,
+        markdown,
+        default_seeds=3,
+        fast_help="short runs, one seed",
+        report=lambda run: {k: run[k] for k in VARIANTS},
     )
-    return 0
 
 
 if __name__ == "__main__":
