@@ -60,3 +60,31 @@ def test_code_line_says_when_the_tree_had_uncommitted_changes():
     )
     assert "with uncommitted changes" in _common._code_line({"commit": "0" * 40, "uncommitted_changes": True})
     assert _common._code_line({"commit": None, "uncommitted_changes": None}) == ""
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_seeded_main_runs_every_seed_and_writes_one_result(tmp_path, capsys, fast):
+    seen = []
+
+    def run_seed(seed, is_fast):
+        seen.append((seed, is_fast))
+        return {"seed": seed, "value": 10 * seed}
+
+    def markdown(runs, seeds, is_fast):
+        return f"seeds {seeds} fast {is_fast} sum {sum(r['value'] for r in runs)}"
+
+    argv = ["--seeds", "3", "--out", str(tmp_path)] + (["--fast"] if fast else [])
+    assert (
+        _common.seeded_main(
+            "doc", argv, "y", run_seed, markdown, default_seeds=2, fast_help="f", payload={"k": 1}
+        )
+        == 0
+    )
+    assert seen == [(0, fast), (1, fast), (2, fast)]
+    name = "y_fast" if fast else "y"
+    data = json.loads((tmp_path / f"{name}.json").read_text())
+    assert (data["fast"], data["seeds"], data["k"]) == (fast, [0, 1, 2], 1)
+    assert [r["value"] for r in data["runs"]] == [0, 10, 20]
+    assert (tmp_path / f"{name}.md").read_text().rstrip().endswith(f"seeds [0, 1, 2] fast {fast} sum 30")
+    assert not (tmp_path / ("y.json" if fast else "y_fast.json")).exists()
+    assert capsys.readouterr().out.count("{'seed'") == 3  # one progress line per seed
