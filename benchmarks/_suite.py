@@ -61,6 +61,14 @@ def parser(doc: str, *, resumable: bool = False, shop_linear: bool = False) -> a
     return ap
 
 
+def shop_linear_variant(name: str, cfg: dict, args) -> tuple[str, dict]:
+    """The result name and settings of this run: with ``--shop-linear`` (:func:`parser`'s ``shop_linear``),
+    ``NAME_shop_linear`` and the settings with ``shop_linear=True`` in every decoder's config; else unchanged."""
+    if not getattr(args, "shop_linear", False):
+        return name, cfg
+    return f"{name}_shop_linear", {**cfg, "decoder": {**cfg["decoder"], "shop_linear": True}}
+
+
 def out_dir(args) -> Path:
     if args.out:
         return Path(args.out).resolve()

@@ -57,19 +57,21 @@ def load_fast(name: str) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def shop_linear_run(name: str, default: dict) -> tuple[dict, str]:
-    """(aggregate, intro sentence) of ``NAME_shop_linear``'s full run -- the same benchmark with every decoder
-    trained with ``DecoderConfig(shop_linear=True)`` -- or ({}, "") when it has no full run."""
+def shop_linear_run(name: str, default: dict) -> tuple[dict, str, bool]:
+    """(aggregate, intro sentence, same seeds as ``default``) of ``NAME_shop_linear``'s full run -- the same
+    benchmark with every decoder trained with ``DecoderConfig(shop_linear=True)`` -- or ({}, "", False) when it
+    has no full run."""
     sl, label = load(f"{name}_shop_linear")
     if label != "full":
-        return {}, ""
+        return {}, "", False
+    seeds = [r["seed"] for r in sl.get("runs", [])]
+    default_seeds = [r["seed"] for r in default.get("runs", [])]
     intro = (
         "The last two columns come from the same benchmark with the decoders trained with "
         f"`DecoderConfig(shop_linear=True)` ([{name}_shop_linear](results/{name}_shop_linear.md), seeds "
-        f"{[r['seed'] for r in sl.get('runs', [])]}; the default run's seeds are "
-        f"{[r['seed'] for r in default.get('runs', [])]})."
+        f"{seeds}; the default run's seeds are {default_seeds})."
     )
-    return sl.get("aggregate", {}), intro
+    return sl.get("aggregate", {}), intro, seeds == default_seeds
 
 
 def mean(pair):
@@ -252,17 +254,12 @@ def build() -> str:
         "",
     ]
     # the same benchmark with per-shop offsets of every decoder's linear part (`--shop-linear`), when it ran
-    sl_agg, sl_intro = shop_linear_run("sparse_target", st)
-    sl_seeds = [r["seed"] for r in load("sparse_target_shop_linear")[0].get("runs", [])]
+    sl_agg, sl_intro, sl_same_seeds = shop_linear_run("sparse_target", st)
     if sl_agg:
         out += [
             sl_intro
             + " CausalMMM's own decoder does not take the option; its row "
-            + (
-                "repeats under the same seeds."
-                if [r["seed"] for r in st.get("runs", [])] == sl_seeds
-                else "differs only by the seeds."
-            ),
+            + ("repeats under the same seeds." if sl_same_seeds else "differs only by the seeds."),
             "",
             "| decoder (training graph) | MSE@7 target | AR-CIG nAUPRC | MSE@7, shop_linear | AR-CIG nAUPRC, shop_linear |",
             "|---|---|---|---|---|",
@@ -276,7 +273,7 @@ def build() -> str:
             row += f" {fmt(w.get('mse7_target'), 4)} | {fmt(w.get('ar_cig_nauprc'))} |"
         out.append(row)
     out += ["", *targets_table(st), "", "## Frozen graph-swap (`graph_swap`)", ""]
-    gsl_agg, gsl_intro = shop_linear_run("graph_swap", gs)
+    gsl_agg, gsl_intro, _ = shop_linear_run("graph_swap", gs)
     if gsl_agg:
         out += [
             gsl_intro,

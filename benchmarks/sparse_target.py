@@ -36,6 +36,7 @@ from _suite import (  # noqa: E402
     run_stage1,
     seed_count,
     seed_runs,
+    shop_linear_variant,
     targets_md,
     write_seeded,
 )
@@ -268,11 +269,7 @@ def markdown(runs, agg, chk, cfg, fast) -> str:
 
 def main(argv=None) -> int:
     args = parser(__doc__, resumable=True, shop_linear=True).parse_args(argv)
-    cfg = settings(args.fast)
-    name = NAME
-    if args.shop_linear:
-        cfg["decoder"] = {**cfg["decoder"], "shop_linear": True}
-        name = f"{NAME}_shop_linear"
+    name, cfg = shop_linear_variant(NAME, settings(args.fast), args)
     n_seeds = seed_count(args)
     t0 = time.perf_counter()
     runs, seed_s, resumed = seed_runs(
